@@ -1,0 +1,3 @@
+from stxbench.cli import main
+
+main()

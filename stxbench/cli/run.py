@@ -1,0 +1,99 @@
+"""``stxbench run``: one benchmark run of a neuron x pruner x backend under a protocol."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from tabulate import tabulate
+
+from stxbench.cli import app, common
+from stxbench.protocol import DEFAULT_PROTOCOL
+from stxbench.record import Record
+from stxbench.runconfig import resolve
+from stxbench.runner import RESULT_FILE, default_cache_dir, execute
+
+
+class RichReporter:
+    """Training progress as rich bars on stderr, one bar per stage."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress: Progress | None = None
+        self.task = None
+
+    def start(self, stage: str, total_steps: int) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
+            console=self.console,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(stage, total=total_steps, loss="-")
+
+    def advance(self, loss: float) -> None:
+        self.progress.update(self.task, advance=1, loss=f"{loss:.4f}")
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def default_out_dir(protocol: str, neuron: str, pruner: str, backend: str, seed: int | None) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    name = Path(protocol).stem
+    return Path("runs") / f"{name}-{neuron}-{pruner}-{backend}-s{seed if seed is not None else 'd'}-{stamp}"
+
+
+def summary_table(record: Record, path: Path) -> str:
+    m, t = record.metrics, record.timing
+    energy = f"{record.energy.mj_per_sample:.6f} mJ ({record.energy.model_id})" if record.energy else "not counted"
+    dense_time = f"{t.dense_s:.1f} s" if t.dense_s is not None else "cached"
+    rows = [
+        ["accuracy", f"{m.accuracy:.4f}  ({m.correct}/{m.test_samples})"],
+        ["accuracy dense / pruned", f"{m.accuracy_dense:.4f} / {m.accuracy_pruned:.4f}  (before fine-tuning)"],
+        ["params total / effective", f"{m.params_total:,} / {m.params_effective:,}"],
+        ["ST-matrix sparsity", f"{m.sparsity:.4f}"],
+        ["firing rate", f"{m.firing_rate:.4f}"],
+        ["energy / sample", energy],
+        ["time dense / finetune / eval", f"{dense_time} / {t.finetune_s:.1f} s / {t.eval_s:.2f} s"],
+    ]
+    c, p = record.config, record.protocol
+    head = (f"{p.name} ({'official' if p.official else 'unofficial'}) | neuron {c.neuron} | pruner "
+            f"{c.pruner} {c.pruner_params or ''} | backend {c.backend} | seed {c.seed}")
+    return f"{head}\n{tabulate(rows, tablefmt='simple_outline')}\nrecord: {path}"
+
+
+@app.command("run")
+def run_command(
+    neuron: str = typer.Option("lif", "--neuron", "-n", help="Neuron to fine-tune with (stxbench list neurons)."),
+    pruner: str = typer.Option("none", "--pruner", help="Pruner (stxbench list pruners)."),
+    backend: str = typer.Option("torch", "--backend", "-b", help="SNN library that runs the neurons (stxbench list backends)."),
+    protocol: str = typer.Option(DEFAULT_PROTOCOL, "--protocol", help="Protocol name (stxbench list protocols) or a .toml path."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed [default: the protocol's first seed]."),
+    settings: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+        help="Pruner parameter (sparsity=0.9) or dotted protocol key (train.epochs=3, which makes the run unofficial); repeatable."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch [default: torch's]."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder for result.json [default: a new folder under runs/]."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Where dense checkpoints are cached [default: $STXBENCH_CACHE or ~/.cache/stxbench]."),
+    data_root: str | None = typer.Option(None, "--data-root", help="Folder holding a dataset that does not ship with a package."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train (dense, cached), prune, swap the neuron, fine-tune, evaluate; write result.json."""
+    host = common.host()
+    config = resolve(
+        host, protocol=protocol, neuron=neuron, pruner=pruner, backend=backend, seed=seed,
+        settings=settings, device=device,
+        out_dir=out or default_out_dir(protocol, neuron, pruner, backend, seed),
+        cache_dir=cache_dir or default_cache_dir(), threads=threads, data_root=data_root,
+        plugins=common.STATE.plugins,
+    )
+    console = Console(stderr=True)
+    reporter = None if quiet else RichReporter(console)
+    record = execute(config, host, reporter=reporter, warn=lambda line: common.err_line(f"warning: {line}"))
+    typer.echo(summary_table(record, config.out_dir / RESULT_FILE))

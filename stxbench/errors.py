@@ -1,0 +1,28 @@
+"""The one error type for mistakes a user can fix.
+
+Anything raised as `UsageError` reaches the user as a single line (exit code 2) that says what
+was wrong and what is valid; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UsageError(Exception):
+    """Bad input from the user: unknown name, out-of-range value, missing data, bad file."""
+
+
+def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> UsageError:
+    """`unknown neuron 'lfi'; did you mean 'lif'? valid: lif, plif, slif`."""
+    valid = sorted(choices)
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    listing = ", ".join(valid) if valid else "(none installed)"
+    return UsageError(f"unknown {kind} '{name}'{hint} valid: {listing}")
+
+
+class RunFailed(Exception):
+    """A run that started could not finish honestly (diverged, a metric failed). The CLI
+    prints one line, exits 1, and no result record is written."""

@@ -1,0 +1,242 @@
+"""The plugin host: finds plugins, collects their components, contains their failures."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import sys
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from stxbench import api, hookspecs
+from stxbench.errors import UsageError, unknown_choice
+
+ENTRY_POINT_GROUP = "stxbench"
+
+# kind -> (registration hook, component type)
+KINDS: dict[str, tuple[str, type]] = {
+    "neuron": ("stxbench_add_neurons", api.NeuronSpec),
+    "backend": ("stxbench_add_backends", api.Backend),
+    "pruner": ("stxbench_add_pruners", api.Pruner),
+    "dataset": ("stxbench_add_datasets", api.Dataset),
+    "model": ("stxbench_add_models", api.ModelFamily),
+}
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registered neuron, backend, pruner, dataset or model family, and who provided it."""
+
+    kind: str
+    name: str
+    obj: Any
+    plugin: str
+    module: ModuleType | None
+
+    @property
+    def summary(self) -> str:
+        return getattr(self.obj, "summary", "")
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    plugin: str
+    reason: str
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text}"
+
+
+def module_files(module: ModuleType | None) -> list[Path]:
+    """The source files of a plugin: its package's ``.py`` files, or its single module file."""
+    path = getattr(module, "__file__", None)
+    if not path:
+        return []
+    path = Path(path)
+    if path.name == "__init__.py":
+        return sorted(p for p in path.parent.rglob("*.py") if "__pycache__" not in p.parts)
+    return [path]
+
+
+def module_sha256(module: ModuleType | None) -> dict[str, str]:
+    """sha256 of each source file of a plugin, keyed ``<package>/<relative path>``."""
+    files = module_files(module)
+    if not files:
+        return {}
+    root = files[0].parent if files[0].name != "__init__.py" else files[0].parent.parent
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
+    }
+
+
+class PluginHost:
+    """Loads plugins from the ``stxbench`` entry-point group and from ``-p`` modules."""
+
+    def __init__(self, extra_modules: Sequence[str] = (), *, entry_points: bool = True):
+        self.pm = pluggy.PluginManager("stxbench")
+        self.pm.add_hookspecs(hookspecs)
+        self.failures: list[PluginFailure] = []
+        self.clashes: list[str] = []
+        self._builtin: set[str] = set()
+        self._muted_observers: set[str] = set()
+
+        from stxbench.models import builtin as builtin_models
+
+        self.pm.register(builtin_models, name="stxbench.models")
+        self._builtin.add("stxbench.models")
+        if entry_points:
+            self._load_entry_points()
+        for name in extra_modules:
+            self._load_module(name)
+        self.components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+        self._collect()
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _load_entry_points(self) -> None:
+        # Like pluggy's load_setuptools_entrypoints, but one failing import is contained.
+        eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        # First-party plugins register first so that they win name clashes.
+        ordered = sorted(eps, key=lambda ep: (ep.dist is None or ep.dist.name != "stxbench", ep.name))
+        for ep in ordered:
+            if self.pm.has_plugin(ep.name) or self.pm.is_blocked(ep.name):
+                continue
+            try:
+                module = ep.load()
+            except Exception as exc:  # a broken third-party plugin must not break the host
+                self.failures.append(PluginFailure(ep.name, f"import failed: {_one_line(exc)}"))
+                continue
+            self.pm.register(module, name=ep.name)
+            if ep.dist is not None and ep.dist.name == "stxbench":
+                self._builtin.add(ep.name)
+
+    def _load_module(self, name: str) -> None:
+        """``-p module``: the user asked for it explicitly, so failing to import is an error."""
+        if self.pm.has_plugin(name):
+            return
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name or name.startswith(f"{exc.name}."):
+                raise UsageError(
+                    f"-p {name}: no module named '{name}' on sys.path (cwd is {Path.cwd()})"
+                ) from None
+            raise UsageError(f"-p {name}: import failed: {_one_line(exc)}") from None
+        except Exception as exc:
+            raise UsageError(f"-p {name}: import failed: {_one_line(exc)}") from None
+        self.pm.register(module, name=name)
+
+    def _collect(self) -> None:
+        for kind, (hook_name, expected_type) in KINDS.items():
+            hook = getattr(self.pm.hook, hook_name)
+            # pluggy calls the most recently registered first; reverse so built-ins come first.
+            for impl in reversed(hook.get_hookimpls()):
+                plugin_name = impl.plugin_name
+                try:
+                    produced = impl.function()
+                except Exception as exc:
+                    self.failures.append(
+                        PluginFailure(plugin_name, f"{hook_name} raised {_one_line(exc)}")
+                    )
+                    continue
+                if not isinstance(produced, (list, tuple)):
+                    self.failures.append(
+                        PluginFailure(
+                            plugin_name,
+                            f"{hook_name} must return a list of {expected_type.__name__}, "
+                            f"got {type(produced).__name__}",
+                        )
+                    )
+                    continue
+                for obj in produced:
+                    self._add(kind, obj, expected_type, plugin_name, impl.plugin)
+
+    def _add(self, kind: str, obj: Any, expected: type, plugin: str, module: Any) -> None:
+        if not isinstance(obj, expected):
+            self.failures.append(
+                PluginFailure(
+                    plugin, f"returned a {type(obj).__name__} where a {expected.__name__} belongs"
+                )
+            )
+            return
+        name = getattr(obj, "name", None)
+        if not isinstance(name, str) or not name:
+            self.failures.append(PluginFailure(plugin, f"a {kind} without a name"))
+            return
+        registry = self.components[kind]
+        if name in registry:
+            winner = registry[name]
+            self.clashes.append(
+                f"{kind} '{name}' from plugin '{plugin}' ignored: already provided by '{winner.plugin}'"
+            )
+            return
+        mod = module if isinstance(module, ModuleType) else sys.modules.get(type(obj).__module__)
+        registry[name] = Component(kind, name, obj, plugin, mod)
+
+    # -- lookup ----------------------------------------------------------------------------
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.components[kind])
+
+    def get(self, kind: str, name: str) -> Component:
+        registry = self.components[kind]
+        if name in registry:
+            return registry[name]
+        err = unknown_choice(kind, name, registry)
+        if self.failures:
+            err = UsageError(f"{err} ({len(self.failures)} plugin(s) failed to load: see `stxbench list`)")
+        raise err
+
+    def neuron(self, name: str) -> api.NeuronSpec:
+        return self.get("neuron", name).obj
+
+    def backend(self, name: str) -> api.Backend:
+        return self.get("backend", name).obj
+
+    def pruner(self, name: str) -> api.Pruner:
+        return self.get("pruner", name).obj
+
+    def dataset(self, name: str) -> api.Dataset:
+        return self.get("dataset", name).obj
+
+    def model_family(self, name: str) -> api.ModelFamily:
+        return self.get("model", name).obj
+
+    def plugin_sha256(self, components: Iterable[Component]) -> dict[str, str]:
+        """sha256 of every source file of the plugins that provided ``components``."""
+        out: dict[str, str] = {}
+        for comp in components:
+            out.update(module_sha256(comp.module))
+        return dict(sorted(out.items()))
+
+    # -- observers -------------------------------------------------------------------------
+
+    def notify(self, hook_name: str, **kwargs: Any) -> list[str]:
+        """Call an observer hook on every plugin; contain and report failures.
+
+        Returns one warning line per observer that failed (each observer warns once).
+        """
+        warnings = []
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            key = f"{impl.plugin_name}:{hook_name}"
+            if key in self._muted_observers:
+                continue
+            try:
+                impl.function(**{k: kwargs[k] for k in impl.argnames})
+            except Exception as exc:
+                self._muted_observers.add(key)
+                tb = traceback.extract_tb(exc.__traceback__)[-1]
+                warnings.append(
+                    f"observer {impl.plugin_name}.{hook_name} raised {_one_line(exc)} "
+                    f"({Path(tb.filename).name}:{tb.lineno}); it is left out for the rest of the run"
+                )
+        return warnings

@@ -1,0 +1,1 @@
+"""Model families. The host registers the built-in ones through `stxbench.models.builtin`."""

@@ -1,0 +1,90 @@
+"""What every stxbench model exposes to pruners, neuron swaps and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from torch import Tensor, nn
+
+from stxbench.api import MakeNeuron, NeuronSite
+
+
+class NeuronSlot(nn.Module):
+    """A place in the model where a neuron layer runs.
+
+    The model owns the slot and its `NeuronSite`; the backend owns ``impl``. Swapping the
+    neuron (stage 3) replaces ``impl`` and nothing else, and metrics find every neuron layer by
+    looking for slots.
+    """
+
+    def __init__(self, site: NeuronSite, make_neuron: MakeNeuron):
+        super().__init__()
+        self.site = site
+        self.impl = make_neuron(site)
+
+    def rebuild(self, make_neuron: MakeNeuron, channels: int | None = None) -> None:
+        if channels is not None:
+            self.site = replace(self.site, channels=channels)
+        self.impl = make_neuron(self.site)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.impl(x)
+
+    def extra_repr(self) -> str:
+        s = self.site
+        return f"channels={s.channels}, channel_dim={s.channel_dim}, v_threshold={s.v_threshold}"
+
+
+@dataclass(frozen=True)
+class HiddenLayer:
+    """An MLP hidden layer that structured pruning may shrink: the rows of ``fc1`` (with its BN
+    and neuron) and the matching columns of ``fc2``. Values are module paths."""
+
+    fc1: str
+    bn: str
+    neuron: str
+    fc2: str
+
+
+class SpikingModel(nn.Module):
+    """Base class of stxbench models.
+
+    Subclasses list their ST-block weight matrices (``st_matrix_names``) and their MLP hidden
+    layers (``hidden_layers``), build every neuron as a `NeuronSlot`, and take input
+    ``[B, *input_shape]`` (repeated over T) or ``[B, T, *input_shape]`` (temporal data).
+    """
+
+    T: int
+
+    def st_matrix_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def hidden_layers(self) -> list[HiddenLayer]:
+        return []
+
+    def st_matrices(self) -> dict[str, nn.Module]:
+        """The ST-block weight matrices (q, k, v, proj, fc1, fc2 of every block), by path.
+
+        A pruner may replace any of them with another module computing ``x -> y`` of the same
+        feature sizes (a low-rank pair, a masked or narrower Linear).
+        """
+        return {name: self.get_submodule(name) for name in self.st_matrix_names()}
+
+    def neuron_slots(self) -> Iterator[tuple[str, NeuronSlot]]:
+        for name, module in self.named_modules():
+            if isinstance(module, NeuronSlot):
+                yield name, module
+
+    def replace_module(self, path: str, module: nn.Module) -> None:
+        parent_path, _, attr = path.rpartition(".")
+        parent = self.get_submodule(parent_path) if parent_path else self
+        if not hasattr(parent, attr):
+            raise KeyError(path)
+        setattr(parent, attr, module)
+
+    def swap_neurons(self, make_neuron: MakeNeuron) -> None:
+        """Rebuild every neuron layer with another neuron (stage 3), keeping its site.
+        New modules start on the CPU: move the model to its device afterwards."""
+        for _, slot in self.neuron_slots():
+            slot.rebuild(make_neuron)

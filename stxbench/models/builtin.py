@@ -1,0 +1,38 @@
+"""The built-in model families, registered like any plugin (pytest's built-ins are plugins too)."""
+
+from __future__ import annotations
+
+from stxbench.api import MakeNeuron, ModelFamily
+from stxbench.errors import UsageError
+from stxbench.hookspecs import hookimpl
+from stxbench.models.spikformer import Spikformer, parse_size
+
+SPIKFORMER_OPTIONS = {"heads", "mlp_ratio", "pools"}
+
+
+class SpikformerFamily(ModelFamily):
+    name = "spikformer"
+    summary = "Spikformer (SPS stem, SSA + MLP blocks, no softmax); sizes spikformer-DEPTH-WIDTH"
+
+    def build(self, size, *, input_shape, num_classes, T, make_neuron: MakeNeuron, options):
+        unknown = set(options) - SPIKFORMER_OPTIONS
+        if unknown:
+            raise UsageError(
+                f"unknown spikformer option(s) {', '.join(sorted(unknown))}; "
+                f"valid: {', '.join(sorted(SPIKFORMER_OPTIONS))}"
+            )
+        depth, dim = parse_size(size)
+        return Spikformer(
+            depth=depth,
+            dim=dim,
+            input_shape=tuple(input_shape),
+            num_classes=num_classes,
+            T=T,
+            make_neuron=make_neuron,
+            **options,
+        )
+
+
+@hookimpl
+def stxbench_add_models():
+    return [SpikformerFamily()]

@@ -1,0 +1,207 @@
+"""Protocols: pinned TOML files that fix everything a number depends on.
+
+A protocol is loaded into a frozen pydantic model. Its sha256 is taken over a canonical JSON form
+of the *validated* protocol (defaults filled in, free-text description left out), so reformatting
+a file changes nothing while any value that changes behaviour changes the hash. Overrides
+(``--set train.epochs=3``) produce another hash and mark the run unofficial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stxbench.errors import UsageError, unknown_choice
+
+DEFAULT_PROTOCOL = "digits"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSection(_Section):
+    dataset: str
+    #: how a static sample becomes a spike-train input: repeated over T ("direct"), or the
+    #: dataset already provides T frames per sample ("frames").
+    encoding: Literal["direct", "frames"] = "direct"
+
+
+class ModelSection(_Section):
+    name: str = Field(description="model family and size, e.g. spikformer-4-384")
+    T: int = Field(gt=0, description="time steps")
+    base_neuron: str = "lif"
+    surrogate: Literal["atan", "sigmoid", "superspike"] = "atan"
+    surrogate_alpha: float | None = Field(default=None, gt=0)
+    options: dict[str, int | float | str] = Field(default_factory=dict)
+
+
+class StageSection(_Section):
+    epochs: int = Field(ge=0)
+    batch_size: int = Field(gt=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = Field(default=0.0, ge=0)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(default=None, gt=0)
+
+
+class EvalSection(_Section):
+    batch_size: int = Field(default=256, gt=0)
+
+
+class Protocol(_Section):
+    name: str
+    description: str = ""
+    #: runs in minutes on a 2-core CPU; `leaderboard check --rerun` re-runs its entries
+    cpu_cheap: bool = False
+    #: largest accuracy difference a re-run may show and still reproduce an entry
+    accuracy_tolerance: float = Field(default=0.01, ge=0, le=1)
+    seeds: list[int] = Field(min_length=1)
+    data: DataSection
+    model: ModelSection
+    train: StageSection  # stage 1: dense training with the base neuron
+    finetune: StageSection  # stage 3: fine-tuning with the requested neuron, after pruning
+    eval: EvalSection = EvalSection()
+    #: default parameters per pruner name, e.g. [pruners.l1p] sparsity = 0.5
+    pruners: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    energy_model: str = "horowitz45-fp32-v1"
+
+    def canonical(self) -> str:
+        data = self.model_dump(mode="json", exclude={"description"})
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.canonical().encode()).hexdigest()
+
+    def dense_key(self, seed: int, backend: str) -> str:
+        """What the dense checkpoint depends on: data, model, stage-1 recipe, seed, backend.
+        Fine-tuning and pruner settings are left out, so they can vary over one cached model."""
+        data = self.model_dump(mode="json", include={"data", "model", "train"})
+        data.update(seed=seed, backend=backend)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+# -- discovery ------------------------------------------------------------------------------
+
+
+def builtin_protocols() -> dict[str, Path]:
+    folder = resources.files("stxbench") / "protocols"
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def protocol_path(name_or_path: str) -> Path:
+    builtin = builtin_protocols()
+    if name_or_path in builtin:
+        return builtin[name_or_path]
+    if name_or_path.endswith(".toml"):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise UsageError(f"protocol file '{name_or_path}' does not exist")
+        return path
+    raise unknown_choice("protocol", name_or_path, builtin)
+
+
+# -- overrides ------------------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value, read as a TOML value (``3``, ``0.5``, ``true``, ``[0, 1]``) or else a
+    plain string (``channels``)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def valid_keys(model: type[BaseModel] = Protocol, prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += valid_keys(ann, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``train.epochs``) in a copy of a raw protocol dict; unknown keys fail."""
+    out = json.loads(json.dumps(raw))
+    keys = valid_keys()
+    dict_fields = {"model.options", "pruners"}  # free-form tables
+    for key, value in overrides.items():
+        if key in ("name", "description"):
+            raise UsageError(f"--set {key}: a protocol's {key} cannot be overridden")
+        if key not in keys and not any(key.startswith(f"{d}.") for d in dict_fields):
+            raise unknown_choice("protocol key", key, keys)
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"--set {key}: '{part}' is not a table")
+        node[leaf] = value
+    return out
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best-effort line number of a (section, key) location in a TOML text."""
+    section = ".".join(str(p) for p in loc[:-1])
+    key = str(loc[-1])
+    current = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"\s*\[([^\]]+)\]", line)
+        if header:
+            current = header.group(1).strip()
+            if current == f"{section}.{key}".strip("."):
+                return number
+        elif current == section and re.match(rf"\s*{re.escape(key)}\s*=", line):
+            return number
+    return None
+
+
+def _validation_message(err: ValidationError, source: str, text: str | None) -> str:
+    first = err.errors()[0]
+    loc = tuple(p for p in first["loc"] if not isinstance(p, int)) or ("?",)
+    key = ".".join(str(p) for p in first["loc"])
+    where = ""
+    if text is not None:
+        line = _line_of(text, loc)
+        where = f" (line {line})" if line else ""
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}{where}: {key}: {msg}{more}"
+
+
+def load_protocol(name_or_path: str = DEFAULT_PROTOCOL, overrides: dict[str, Any] | None = None) -> Protocol:
+    path = protocol_path(name_or_path)
+    text = path.read_text()
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"protocol {path.name}: malformed TOML: {exc}") from None
+    overrides = overrides or {}
+    data = apply_overrides(raw, overrides) if overrides else raw
+    try:
+        return Protocol.model_validate(data)
+    except ValidationError as exc:
+        source = f"protocol {path.name}" if not overrides else f"protocol {path.name} with --set"
+        raise UsageError(_validation_message(exc, source, None if overrides else text)) from None

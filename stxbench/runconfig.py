@@ -1,0 +1,147 @@
+"""Turn what the user asked for into one validated `RunConfig`, before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from stxbench.api import Surrogate
+from stxbench.errors import UsageError
+from stxbench.host import PluginHost
+from stxbench.protocol import DEFAULT_PROTOCOL, Protocol, load_protocol, parse_value
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs, resolved and checked."""
+
+    protocol: Protocol
+    protocol_sha256: str
+    official: bool
+    overrides: dict[str, Any]
+    neuron: str
+    pruner: str
+    pruner_params: dict[str, Any]
+    backend: str
+    seed: int
+    device: str
+    out_dir: Path
+    cache_dir: Path
+    threads: int | None = None
+    data_root: str | None = None
+    counts: bool = True
+    plugins: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def surrogate(self) -> Surrogate:
+        m = self.protocol.model
+        return Surrogate(m.surrogate, m.surrogate_alpha)
+
+
+def split_settings(settings: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--set`` items -> (protocol overrides for dotted keys, pruner parameters for bare keys)."""
+    protocol_overrides: dict[str, Any] = {}
+    pruner_params: dict[str, Any] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(
+                f"--set '{item}' must be KEY=VALUE (pruner parameter like sparsity=0.9, "
+                "or dotted protocol key like train.epochs=3)"
+            )
+        target = protocol_overrides if "." in key else pruner_params
+        target[key] = parse_value(value.strip())
+    return protocol_overrides, pruner_params
+
+
+def resolve_pruner_params(host: PluginHost, protocol: Protocol, pruner: str, given: dict[str, Any]) -> dict[str, Any]:
+    params_model = host.pruner(pruner).Params
+    fields = sorted(params_model.model_fields)
+    for key in given:
+        if key not in params_model.model_fields:
+            valid = ", ".join(fields) if fields else "none"
+            raise UsageError(
+                f"--set {key}: pruner '{pruner}' has no parameter '{key}' (its parameters: {valid}; "
+                "protocol keys are dotted, e.g. train.epochs)"
+            )
+    merged = {**protocol.pruners.get(pruner, {}), **given}
+    try:
+        return params_model(**merged).model_dump(mode="json")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "?"
+        value = merged.get(key, "?")
+        raise UsageError(f"pruner '{pruner}': {key}={value!r}: {first['msg']}") from None
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: CUDA is not available on this machine (valid: auto, cpu)")
+        return device
+    raise UsageError(f"--device {device}: valid devices are auto, cpu, cuda, cuda:N")
+
+
+def resolve(
+    host: PluginHost,
+    *,
+    protocol: str = DEFAULT_PROTOCOL,
+    neuron: str,
+    pruner: str,
+    backend: str,
+    seed: int | None,
+    settings: list[str],
+    device: str,
+    out_dir: Path,
+    cache_dir: Path,
+    threads: int | None = None,
+    data_root: str | None = None,
+    counts: bool = True,
+    plugins: tuple[str, ...] = (),
+) -> RunConfig:
+    protocol_overrides, given_params = split_settings(settings)
+    proto = load_protocol(protocol, protocol_overrides)
+    # Every name is checked before any work starts.
+    host.dataset(proto.data.dataset)
+    host.model_family(proto.model.name.split("-", 1)[0])
+    base = host.neuron(proto.model.base_neuron)
+    spec = host.neuron(neuron)
+    back = host.backend(backend)
+    back.check_available()
+    surrogate = Surrogate(proto.model.surrogate, proto.model.surrogate_alpha)
+    back.check_neuron(base, surrogate)
+    back.check_neuron(spec, surrogate)
+    params = resolve_pruner_params(host, proto, pruner, given_params)
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    seed = proto.seeds[0] if seed is None else seed
+    if seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {seed}")
+    return RunConfig(
+        protocol=proto,
+        protocol_sha256=proto.sha256(),
+        official=not protocol_overrides and seed in proto.seeds,
+        overrides=protocol_overrides,
+        neuron=neuron,
+        pruner=pruner,
+        pruner_params=params,
+        backend=backend,
+        seed=seed,
+        device=resolve_device(device),
+        out_dir=out_dir,
+        cache_dir=cache_dir,
+        threads=threads,
+        data_root=data_root,
+        counts=counts,
+        plugins=tuple(plugins),
+    )
