@@ -1,0 +1,86 @@
+"""Shared fixtures: a tiny protocol (seconds, not minutes), the CLI as a user runs it."""
+
+from __future__ import annotations
+
+import io
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests run on a shared 2-core machine; one thread keeps them deterministic and polite.
+torch.set_num_threads(1)
+
+TINY_PROTOCOL = """
+name = "tiny"
+description = "digits with a tiny model and one epoch per stage, for tests"
+cpu_cheap = true
+accuracy_tolerance = 0.05
+seeds = [0, 1]
+
+[data]
+dataset = "digits"
+
+[model]
+name = "spikformer-1-16"
+T = 2
+
+[model.options]
+pools = 2
+
+[train]
+epochs = {dense_epochs}
+batch_size = 128
+lr = 1e-2
+weight_decay = 0.01
+
+[finetune]
+epochs = 1
+batch_size = 128
+lr = 1e-3
+
+[eval]
+batch_size = 360
+"""
+
+
+@pytest.fixture
+def tiny_protocol(tmp_path: Path) -> Path:
+    """A protocol file that trains spikformer-1-16 (T=2) on digits for 2 + 1 epochs."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_PROTOCOL.format(dense_epochs=2))
+    return path
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str) -> CliResult:
+    """Run ``stxbench ARGS`` in-process, as a user would, returning exit code and output."""
+    from stxbench.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
