@@ -177,7 +177,9 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
 
 
 def _validation_message(err: ValidationError, source: str, text: str | None) -> str:
-    first = err.errors()[0]
+    # A typo shows up as an unknown key *and* a missing one: name the typo first.
+    rank = {"extra_forbidden": 0, "missing": 2}
+    first = min(err.errors(), key=lambda e: rank.get(e["type"], 1))
     loc = tuple(p for p in first["loc"] if not isinstance(p, int)) or ("?",)
     key = ".".join(str(p) for p in first["loc"])
     where = ""
