@@ -13,10 +13,10 @@ from stxbench import counting
 from stxbench.energy import cost_model
 from stxbench.record import load_record
 
-# neuron updates per sample of the tiny spikformer-1-16 (8x8 input, pools=2, T=2), by layer:
-# stem 2x64 + 4x64 + 8x64 + 16x16 (pooled to 4x4) + rpe 16x4; block q,k,v 3x4x16 + attn 4x16
-# + proj 4x16 + fc1 4x64 + fc2 4x16 -> (1216 + 640) x T
-TINY_NEURON_UPDATES = (1216 + 640) * 2
+# neuron updates per sample of the tiny spikformer-1-32 (8x8 input, pools=2, T=2), by layer:
+# stem 4x64 + 8x64 + 16x64 + 32x16 (pooled to 4x4) + rpe 32x4 = 2432; block (4 tokens, width
+# 32, hidden 128) q,k,v 3x4x32 + attn 4x32 + proj 4x32 + fc1 4x128 + fc2 4x32 = 1280; x T
+TINY_NEURON_UPDATES = (2432 + 1280) * 2
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,10 @@ def test_run_records_counts_with_attention_rows(runs):
     assert {"blocks.0.attn.qk", "blocks.0.attn.av"} <= set(modules)
     assert modules["blocks.0.attn.qk"].op == "bmm" and modules["blocks.0.attn.qk"].kind == "ac"
     assert modules["stem.convs.0"].kind == "mac"  # the real-valued image
-    # first conv: 1 -> 2 channels, 3x3 padding 1 on 8x8 (22 x 22 real taps), at T = 2 steps
-    assert modules["stem.convs.0"].effective_ops == 2 * 484 * 2
+    # first conv: 1 -> 4 channels, 3x3 padding 1 on 8x8 (22 x 22 real taps), at T = 2 steps
+    assert modules["stem.convs.0"].effective_ops == 4 * 484 * 2
+    # the head runs once, on the mean over tokens and time: 32 x 10 MACs
+    assert (modules["head"].kind, modules["head"].effective_ops) == ("mac", 320.0)
     assert (counts.samples, counts.subset, counts.rule) == (360, "test[:360]", "stxbench-ops-v1")
     assert counts.neuron_updates == TINY_NEURON_UPDATES
     for kind in ("mac", "ac", "ac_int"):
