@@ -147,35 +147,38 @@ def test_conv_with_real_input_is_mac_without_padded_taps():
     assert (counts.mac, counts.ac, _single_row(counts).kind) == (98.0, 0.0, "mac")
 
 
-def _brute_conv1d_pairs(x, w, stride, padding, dilation, groups, transposed, output_padding=0):
-    """Loop over every (input position, weight tap) pair that produces an output entry."""
+def _brute_conv1d_pairs(x, w, stride, padding, dilation, groups, transposed):
+    """Loop over every (input entry, weight tap) pair that lands on an output entry."""
     n, c_in, length = x.shape
-    pairs = dense = 0
-    if not transposed:
-        c_out, per_group, k = w.shape
+    k = w.shape[-1]
+    if transposed:  # weight [C_in, C_out/g, k]; input i reaches output i*stride - padding + t*dilation
+        out_len = (length - 1) * stride - 2 * padding + dilation * (k - 1) + 1
+
+        def lands(i, t):
+            return 0 <= i * stride - padding + t * dilation < out_len
+
+        def weights(ci, t):
+            return w[ci, :, t]
+    else:  # weight [C_out, C_in/g, k]; output o reads input o*stride - padding + t*dilation
         out_len = (length + 2 * padding - dilation * (k - 1) - 1) // stride + 1
-        for b in range(n):
-            for co in range(c_out):
-                g = co // (c_out // groups)
-                for o in range(out_len):
-                    for ci in range(per_group):
-                        for t in range(k):
-                            i = o * stride - padding + t * dilation
-                            if 0 <= i < length:
-                                dense += 1
-                                pairs += bool(x[b, g * per_group + ci, i]) and bool(w[co, ci, t])
-        return pairs, dense
-    _, out_per_group, k = w.shape
-    out_len = (length - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1
+        per_group, out_per_group = c_in // groups, w.shape[0] // groups
+
+        def lands(i, t):
+            o, rest = divmod(i + padding - t * dilation, stride)
+            return rest == 0 and 0 <= o < out_len
+
+        def weights(ci, t):
+            g = ci // per_group
+            return w[g * out_per_group:(g + 1) * out_per_group, ci % per_group, t]
+    pairs = dense = 0
     for b in range(n):
         for ci in range(c_in):
-            for co in range(out_per_group):
-                for i in range(length):
-                    for t in range(k):
-                        o = i * stride - padding + t * dilation
-                        if 0 <= o < out_len:
-                            dense += 1
-                            pairs += bool(x[b, ci, i]) and bool(w[ci, co, t])
+            for i in range(length):
+                for t in range(k):
+                    if lands(i, t):
+                        met = weights(ci, t)
+                        dense += len(met)
+                        pairs += int(bool(x[b, ci, i])) * int((met != 0).sum())
     return pairs, dense
 
 
@@ -239,3 +242,23 @@ def test_nothing_counted_fails_instead_of_reporting_zero():
         count_batches(nn.ReLU(), [torch.ones(2, 3)])
     with pytest.raises(RunFailed, match="no samples"):
         count_batches(nn.Sequential(_linear()), [])
+
+
+@pytest.mark.parametrize(
+    "values, kind",
+    [
+        ([0.0, 1.0, 1.0], "binary"),
+        ([0.0, 0.0], "binary"),  # a silent layer: nothing fires, nothing is charged
+        ([0.0, 2.0, 4.0], "int"),
+        ([0.0, 255.0], "int"),
+        ([0.0, 256.0], "real"),  # not small: above SMALL_INT_MAX
+        ([0.0, 1.0, -1.0], "real"),  # negative
+        ([0.0, 0.5, 1.0], "real"),
+        ([0.0, 1.0 - 2**-24], "real"),  # the float32 just below 1
+        ([0.0, float("nan")], "real"),
+    ],
+)
+def test_operand_classification(values, kind):
+    from stxbench.op_rule import classify
+
+    assert classify(torch.tensor(values)).kind == kind
