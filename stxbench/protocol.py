@@ -58,6 +58,8 @@ class StageSection(_Section):
 
 class EvalSection(_Section):
     batch_size: int = Field(default=256, gt=0)
+    #: op counts (energy) are taken over the first this-many test samples, in split order
+    count_samples: int = Field(default=1000, gt=0)
 
 
 class Protocol(_Section):

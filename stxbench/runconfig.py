@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from stxbench.api import Surrogate
+from stxbench.energy import cost_model
 from stxbench.errors import UsageError
 from stxbench.host import PluginHost
 from stxbench.protocol import DEFAULT_PROTOCOL, Protocol, load_protocol, parse_value
@@ -122,6 +123,7 @@ def resolve(
     back.check_neuron(base, surrogate)
     back.check_neuron(spec, surrogate)
     params = resolve_pruner_params(host, proto, pruner, given_params)
+    cost_model(proto.energy_model)  # an unknown energy model is a usage error, before any work
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
     seed = proto.seeds[0] if seed is None else seed

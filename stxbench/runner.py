@@ -15,6 +15,8 @@ import torch
 import stxbench
 from stxbench import metrics
 from stxbench.api import Backend, DataSplits, NeuronSpec, Surrogate
+from stxbench.counting import count_test_head
+from stxbench.energy import cost_model, energy_of
 from stxbench.errors import RunFailed, UsageError
 from stxbench.host import PluginHost
 from stxbench.models.base import SpikingModel
@@ -200,6 +202,9 @@ def execute(
     with metrics.FiringRates(model) as rates:
         final = evaluate(model, splits, proto.eval.batch_size, run.device)
     stats = metrics.matrix_stats(model, shapes)
+    counts = None
+    if config.counts:  # a pass of its own, so that eval timing stays free of counting
+        counts = count_test_head(model, splits, proto.eval.batch_size, proto.eval.count_samples, run.device)
 
     record = Record(
         protocol=ProtocolInfo(
@@ -219,8 +224,8 @@ def execute(
             sparsity=metrics.st_sparsity(stats), firing_rate=rates.overall(),
             firing_rates=rates.per_layer(), matrices=stats,
         ),
-        counts=None,
-        energy=None,
+        counts=counts,
+        energy=energy_of(counts, cost_model(proto.energy_model)) if counts else None,
         timing=Timing(
             dense_s=dense_s, finetune_s=finetune_s, eval_s=final.seconds,
             samples_per_s=final.samples / final.seconds if final.seconds > 0 else float(final.samples),

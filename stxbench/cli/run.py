@@ -52,6 +52,10 @@ def default_out_dir(protocol: str, neuron: str, pruner: str, backend: str, seed:
 def summary_table(record: Record, path: Path) -> str:
     m, t = record.metrics, record.timing
     energy = f"{record.energy.mj_per_sample:.6f} mJ ({record.energy.model_id})" if record.energy else "not counted"
+    ops = "not counted"
+    if record.counts:
+        k = record.counts
+        ops = f"{k.mac:,.0f} MAC / {k.ac:,.0f} AC / {k.ac_int:,.0f} int AC  ({k.subset})"
     dense_time = f"{t.dense_s:.1f} s" if t.dense_s is not None else "cached"
     rows = [
         ["accuracy", f"{m.accuracy:.4f}  ({m.correct}/{m.test_samples})"],
@@ -59,6 +63,7 @@ def summary_table(record: Record, path: Path) -> str:
         ["params total / effective", f"{m.params_total:,} / {m.params_effective:,}"],
         ["ST-matrix sparsity", f"{m.sparsity:.4f}"],
         ["firing rate", f"{m.firing_rate:.4f}"],
+        ["ops / sample", ops],
         ["energy / sample", energy],
         ["time dense / finetune / eval", f"{dense_time} / {t.finetune_s:.1f} s / {t.eval_s:.2f} s"],
     ]
@@ -83,6 +88,7 @@ def run_command(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Where dense checkpoints are cached [default: $STXBENCH_CACHE or ~/.cache/stxbench]."),
     data_root: str | None = typer.Option(None, "--data-root", help="Folder holding a dataset that does not ship with a package."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    no_counts: bool = typer.Option(False, "--no-counts", help="Skip op counting: the record holds no counts and no energy."),
 ) -> None:
     """Train (dense, cached), prune, swap the neuron, fine-tune, evaluate; write result.json."""
     host = common.host()
@@ -91,7 +97,7 @@ def run_command(
         settings=settings, device=device,
         out_dir=out or default_out_dir(protocol, neuron, pruner, backend, seed),
         cache_dir=cache_dir or default_cache_dir(), threads=threads, data_root=data_root,
-        plugins=common.STATE.plugins,
+        counts=not no_counts, plugins=common.STATE.plugins,
     )
     console = Console(stderr=True)
     reporter = None if quiet else RichReporter(console)
