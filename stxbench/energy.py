@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stxbench.errors import unknown_choice
+from stxbench.record import Counts, Energy, LayerCount
 
 PJ_PER_MJ = 1e9
 
@@ -43,3 +44,19 @@ def cost_model(name: str) -> CostModel:
     if model_id not in COST_MODELS:
         raise unknown_choice("energy model", name, [*SHORT_NAMES, *COST_MODELS])
     return COST_MODELS[model_id]
+
+
+def energy_of(counts: Counts, model: CostModel) -> Energy:
+    """The record's ``energy``: recomputing ``model.mj(counts.mac, counts.ac, counts.ac_int)``
+    from the stored per-sample counts gives ``mj_per_sample`` exactly."""
+    return Energy(
+        model_id=model.id, e_mac_pj=model.e_mac_pj, e_ac_pj=model.e_ac_pj,
+        mj_per_sample=model.mj(counts.mac, counts.ac, counts.ac_int),
+    )
+
+
+def layer_mj(layer: LayerCount, model: CostModel) -> float:
+    """One layer's share of the energy per sample, in mJ."""
+    if layer.kind == "mac":
+        return model.mj(layer.effective_ops, 0.0, 0.0)
+    return model.mj(0.0, layer.effective_ops, 0.0)

@@ -138,8 +138,8 @@ class PluginHost:
     def _collect(self) -> None:
         for kind, (hook_name, expected_type) in KINDS.items():
             hook = getattr(self.pm.hook, hook_name)
-            # pluggy calls the most recently registered first; reverse so built-ins come first.
-            for impl in reversed(hook.get_hookimpls()):
+            # get_hookimpls() lists implementations in registration order: built-ins first.
+            for impl in hook.get_hookimpls():
                 plugin_name = impl.plugin_name
                 try:
                     produced = impl.function()

@@ -67,6 +67,8 @@ class StageSection(_Section):
 
 class EvalSection(_Section):
     batch_size: int = Field(default=256, gt=0)
+    #: op counts (energy) are taken over the first this-many test samples, in split order
+    count_samples: int = Field(default=1000, gt=0)
 
 
 class Protocol(_Section):
@@ -203,7 +205,9 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
 
 
 def _validation_message(err: ValidationError, source: str, text: str | None) -> str:
-    first = err.errors()[0]
+    # A typo shows up as an unknown key *and* a missing one: name the typo first.
+    rank = {"extra_forbidden": 0, "missing": 2}
+    first = min(err.errors(), key=lambda e: rank.get(e["type"], 1))
     loc = tuple(p for p in first["loc"] if not isinstance(p, int)) or ("?",)
     key = ".".join(str(p) for p in first["loc"])
     where = ""

@@ -68,11 +68,17 @@ class Metrics(_Strict):
     matrices: list[MatrixStat]
 
 
+#: id of the op-counting rule (stxbench.counting); a new rule gets a new id
+COUNT_RULE = "stxbench-ops-v1"
+
+
 class LayerCount(_Strict):
     module: str
     op: str  # aten op: mm, addmm, bmm, convolution, ...
     kind: Literal["mac", "ac", "ac_int"]
-    input_rate: float | None  # firing rate of the binary operand (None for MACs)
+    # nonzero fraction of the binary operand (its firing rate) or of the integer operand of an
+    # ac_int; None for MACs
+    input_rate: float | None
     dense_ops: float  # per sample, as if every operand were nonzero
     effective_ops: float  # per sample, what the rule charges
 
@@ -84,6 +90,8 @@ class Counts(_Strict):
     ac_int: float = Field(ge=0)
     neuron_updates: float = Field(ge=0)  # for information; not in the energy sum
     layers: list[LayerCount]
+    rule: str = COUNT_RULE
+    subset: str = "test"  # the samples counted, e.g. "test[:360]": the first 360 test samples
 
 
 class Energy(_Strict):

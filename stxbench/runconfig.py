@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from stxbench.api import Surrogate
+from stxbench.energy import cost_model
 from stxbench.errors import UsageError
 from stxbench.execution import resolve_precision
 from stxbench.host import PluginHost
@@ -127,6 +128,7 @@ def resolve(
     back.check_neuron(base, surrogate)
     back.check_neuron(spec, surrogate)
     params = resolve_pruner_params(host, proto, pruner, given_params)
+    cost_model(proto.energy_model)  # an unknown energy model is a usage error, before any work
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
     if workers is not None and workers < 0:

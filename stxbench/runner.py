@@ -16,7 +16,9 @@ import torch
 import stxbench
 from stxbench import metrics
 from stxbench.api import Backend, DataSplits, NeuronSpec, Surrogate
+from stxbench.counting import count_test_head
 from stxbench.data import load_splits
+from stxbench.energy import cost_model, energy_of
 from stxbench.errors import RunFailed
 from stxbench.execution import (
     Execution,
@@ -252,6 +254,9 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
     with metrics.FiringRates(model) as rates:
         final = evaluate(model, splits, proto.eval.batch_size, run.device, execution)
     stats = metrics.matrix_stats(model, shapes)
+    counts = None
+    if config.counts:  # a pass of its own, so that eval timing stays free of counting
+        counts = count_test_head(model, splits, proto.eval.batch_size, proto.eval.count_samples, run.device)
 
     record = Record(
         protocol=ProtocolInfo(
@@ -271,8 +276,8 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
             sparsity=metrics.st_sparsity(stats), firing_rate=rates.overall(),
             firing_rates=rates.per_layer(), matrices=stats,
         ),
-        counts=None,
-        energy=None,
+        counts=counts,
+        energy=energy_of(counts, cost_model(proto.energy_model)) if counts else None,
         timing=Timing(
             dense_s=dense_s, finetune_s=finetune_s, eval_s=final.seconds,
             samples_per_s=final.samples / final.seconds if final.seconds > 0 else float(final.samples),

@@ -54,6 +54,10 @@ def default_out_dir(protocol: str, neuron: str, pruner: str, backend: str, seed:
 def summary_table(record: Record, path: Path) -> str:
     m, t = record.metrics, record.timing
     energy = f"{record.energy.mj_per_sample:.6f} mJ ({record.energy.model_id})" if record.energy else "not counted"
+    ops = "not counted"
+    if record.counts:
+        k = record.counts
+        ops = f"{k.mac:,.0f} MAC / {k.ac:,.0f} AC / {k.ac_int:,.0f} int AC  ({k.subset})"
     dense_time = f"{t.dense_s:.1f} s" if t.dense_s is not None else "cached"
     rows = [
         ["accuracy", f"{m.accuracy:.4f}  ({m.correct}/{m.test_samples})"],
@@ -61,6 +65,7 @@ def summary_table(record: Record, path: Path) -> str:
         ["params total / effective", f"{m.params_total:,} / {m.params_effective:,}"],
         ["ST-matrix sparsity", f"{m.sparsity:.4f}"],
         ["firing rate", f"{m.firing_rate:.4f}"],
+        ["ops / sample", ops],
         ["energy / sample", energy],
         ["time dense / finetune / eval", f"{dense_time} / {t.finetune_s:.1f} s / {t.eval_s:.2f} s"],
     ]
@@ -85,6 +90,7 @@ def run_command(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Where dense checkpoints are cached [default: $STXBENCH_CACHE or ~/.cache/stxbench]."),
     data_root: str | None = typer.Option(None, "--data-root", help="Folder holding a dataset that does not ship with a package."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    no_counts: bool = typer.Option(False, "--no-counts", help="Skip op counting: the record holds no counts and no energy."),
     precision: str = typer.Option("auto", "--precision",
         help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 (autocast, also on CPU)."),
     workers: int | None = typer.Option(None, "--workers",
@@ -99,7 +105,7 @@ def run_command(
         settings=settings, device=device,
         out_dir=out or default_out_dir(protocol, neuron, pruner, backend, seed),
         cache_dir=cache_dir or default_cache_dir(), threads=threads, data_root=data_root,
-        plugins=common.STATE.plugins, precision=precision, workers=workers,
+        counts=not no_counts, plugins=common.STATE.plugins, precision=precision, workers=workers,
     )
     if nproc is not None:
         check_before_launch(config, host, nproc)

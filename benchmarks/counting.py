@@ -1,0 +1,69 @@
+"""Counting overhead: the evaluation pass with and without op counting, side by side.
+
+    python benchmarks/counting.py [--protocol digits] [--repeats 5] [--threads 1] [--cache-dir DIR]
+
+Builds the protocol's model (loading its cached dense checkpoint when `stxbench run` has made
+one, else at initialisation), then alternates an uncounted evaluation of the test split with a
+counted pass over the same samples, and prints the median times and their ratio. Times on a
+shared machine are noisy; the ratio, measured in one run, is the number to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from stxbench.counting import count_test_head
+from stxbench.host import PluginHost
+from stxbench.runconfig import resolve
+from stxbench.runner import Run, _load_checkpoint, build_model, default_cache_dir, dense_checkpoint_path
+from stxbench.training import NullReporter, evaluate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protocol", default="digits")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    host = PluginHost(())
+    config = resolve(
+        host, protocol=args.protocol, neuron="lif", pruner="none", backend="torch", seed=None,
+        settings=[], device="cpu", out_dir=Path("unused"), cache_dir=args.cache_dir or default_cache_dir(),
+        threads=args.threads,
+    )
+    proto = config.protocol
+    splits = host.dataset(proto.data.dataset).load(None)
+    run = Run(config, host, torch.device("cpu"), splits, host.backend("torch"), config.surrogate,
+              NullReporter(), warn=lambda line: print(f"warning: {line}", file=sys.stderr))
+    model = build_model(run)
+    trained = _load_checkpoint(dense_checkpoint_path(config), model, run.warn)
+    n, batch = len(splits.test), proto.eval.batch_size
+
+    plain, counted = [], []
+    counts = None
+    for _ in range(args.repeats):
+        plain.append(evaluate(model, splits, batch, run.device).seconds)
+        start = time.perf_counter()
+        counts = count_test_head(model, splits, batch, n, run.device)
+        counted.append(time.perf_counter() - start)
+
+    a, b = statistics.median(plain), statistics.median(counted)
+    print(f"{proto.name}: {proto.model.name}, T={proto.model.T}, {n} test samples, batch {batch}, "
+          f"{args.threads} thread(s), {'dense checkpoint' if trained else 'untrained weights'}")
+    print(f"  eval pass without counting  {a * 1e3:9.1f} ms  (median of {args.repeats})")
+    print(f"  eval pass with counting     {b * 1e3:9.1f} ms")
+    print(f"  ratio counted / plain       {b / a:9.2f}x")
+    print(f"  counted per sample: {counts.mac:,.0f} MAC, {counts.ac:,.0f} AC, {counts.ac_int:,.0f} int AC")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Counts and energy through the CLI, as a user gets them: `stxbench run` records, `--no-counts`,
+and `stxbench energy RESULT.json` with its error cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TINY_PROTOCOL, run_cli
+
+from stxbench import counting
+from stxbench.energy import cost_model
+from stxbench.record import load_record
+
+# neuron updates per sample of the tiny spikformer-1-32 (8x8 input, pools=2, T=2), by layer:
+# stem 4x64 + 8x64 + 16x64 + 32x16 (pooled to 4x4) + rpe 32x4 = 2432; block (4 tokens, width
+# 32, hidden 128) q,k,v 3x4x32 + attn 4x32 + proj 4x32 + fc1 4x128 + fc2 4x32 = 1280; x T
+TINY_NEURON_UPDATES = (2432 + 1280) * 2
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """One counted and one --no-counts run of the tiny protocol (the second reuses the cache)."""
+    root = tmp_path_factory.mktemp("energy")
+    protocol = root / "tiny.toml"
+    protocol.write_text(TINY_PROTOCOL.format(dense_epochs=2))
+    common = ["--protocol", str(protocol), "--cache-dir", str(root / "cache"), "--threads", "1", "-q"]
+    for name, extra in (("counted", []), ("skipped", ["--no-counts"])):
+        result = run_cli("run", *common, "--out", str(root / name), *extra)
+        assert result.code == 0, result.stderr
+        (root / f"{name}.stdout").write_text(result.stdout)
+    return root
+
+
+def test_run_records_counts_with_attention_rows(runs):
+    record = load_record(runs / "counted" / "result.json")
+    counts, energy = record.counts, record.energy
+    modules = {row.module: row for row in counts.layers}
+    assert {"blocks.0.attn.qk", "blocks.0.attn.av"} <= set(modules)
+    assert modules["blocks.0.attn.qk"].op == "bmm" and modules["blocks.0.attn.qk"].kind == "ac"
+    assert modules["stem.convs.0"].kind == "mac"  # the real-valued image
+    # first conv: 1 -> 4 channels, 3x3 padding 1 on 8x8 (22 x 22 real taps), at T = 2 steps
+    assert modules["stem.convs.0"].effective_ops == 4 * 484 * 2
+    # the head runs once, on the mean over tokens and time: 32 x 10 MACs
+    assert (modules["head"].kind, modules["head"].effective_ops) == ("mac", 320.0)
+    assert (counts.samples, counts.subset, counts.rule) == (360, "test[:360]", "stxbench-ops-v1")
+    assert counts.neuron_updates == TINY_NEURON_UPDATES
+    for kind in ("mac", "ac", "ac_int"):
+        by_layer = sum(row.effective_ops for row in counts.layers if row.kind == kind)
+        assert getattr(counts, kind) == pytest.approx(by_layer, rel=1e-12)
+    assert (energy.model_id, energy.e_mac_pj, energy.e_ac_pj) == ("horowitz45-fp32-v1", 4.6, 0.9)
+    # what the leaderboard checker does: recompute from the stored counts, exactly
+    assert cost_model(energy.model_id).mj(counts.mac, counts.ac, counts.ac_int) == energy.mj_per_sample
+    assert energy.mj_per_sample > 0
+    assert "ops / sample" in (runs / "counted.stdout").read_text()
+
+
+def test_no_counts_run_holds_no_counts(runs):
+    record = load_record(runs / "skipped" / "result.json")
+    assert record.counts is None and record.energy is None
+    summary = (runs / "skipped.stdout").read_text()
+    assert "energy / sample" in summary and "not counted" in summary
+
+
+def _mj_column(stdout: str) -> list[float]:
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("---")) + 1
+    rows = []
+    for line in lines[start:]:
+        if not line.strip() or line.startswith("┌"):
+            break
+        rows.append(float(line.split()[-2]))
+    return rows
+
+
+@pytest.mark.parametrize("name", ["int8", "horowitz45-fp16-v1", None])
+def test_energy_recomputes_under_another_table(runs, name):
+    path = runs / "counted" / "result.json"
+    result = run_cli("energy", str(path), *(["--model", name] if name else []))
+    assert result.code == 0, result.stderr
+    record = load_record(path)
+    model = cost_model(name or record.energy.model_id)
+    expected = model.mj(record.counts.mac, record.counts.ac, record.counts.ac_int)
+    assert f"{expected:.6e} mJ" in result.stdout and model.id in result.stdout
+    assert ("stored:" in result.stdout) == (model.id != record.energy.model_id)
+    costs = _mj_column(result.stdout)
+    assert len(costs) == len(record.counts.layers)
+    assert costs == sorted(costs, reverse=True)
+
+
+def _one_error_line(result, *fragments: str) -> None:
+    assert result.code == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def test_energy_errors_are_one_line(runs, tmp_path):
+    _one_error_line(run_cli("energy", str(tmp_path / "missing.json")), "no such file")
+    (tmp_path / "text.json").write_text("not json at all")
+    _one_error_line(run_cli("energy", str(tmp_path / "text.json")), "not JSON")
+    (tmp_path / "other.json").write_text(json.dumps({"accuracy": 0.9}))
+    _one_error_line(run_cli("energy", str(tmp_path / "other.json")), "not a valid result record")
+    _one_error_line(run_cli("energy", str(runs / "skipped" / "result.json")), "--no-counts")
+    _one_error_line(
+        run_cli("energy", str(runs / "counted" / "result.json"), "--model", "int4"),
+        "unknown energy model 'int4'", "int8", "horowitz45-fp32-v1",
+    )
+
+
+def test_protocol_with_unknown_energy_model_is_refused_before_work(tmp_path, cache_dir):
+    protocol = tmp_path / "bad.toml"
+    protocol.write_text(TINY_PROTOCOL.format(dense_epochs=2).replace(
+        'cpu_cheap = true', 'cpu_cheap = true\nenergy_model = "horowitz7-v9"'))
+    out = tmp_path / "out"
+    result = run_cli("run", "--protocol", str(protocol), "--cache-dir", str(cache_dir), "--out", str(out), "-q")
+    _one_error_line(result, "unknown energy model 'horowitz7-v9'")
+    assert not out.exists() and not cache_dir.exists()
+
+
+def test_failing_count_fails_the_run(runs, tmp_path, monkeypatch):
+    def broken(self, func, args, kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(counting.OpCounter, "_charge", broken)
+    out = tmp_path / "out"
+    result = run_cli("run", "--protocol", str(runs / "tiny.toml"), "--cache-dir", str(runs / "cache"),
+                     "--out", str(out), "--threads", "1", "-q")
+    assert result.code == 1
+    assert result.stderr.strip() == "error: op counting failed: ValueError: boom"
+    assert not (out / "result.json").exists()

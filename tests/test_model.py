@@ -1,0 +1,105 @@
+"""Spikformer: exact parameter counts, shapes, stems, and the model contract pruners rely on."""
+
+import pytest
+import torch
+
+from stxbench.api import NeuronSite, Surrogate
+from stxbench.errors import UsageError
+from stxbench.host import PluginHost
+from stxbench.models.builtin import SpikformerFamily
+from stxbench.models.spikformer import default_pools
+from stxbench_backend_torch import TorchBackend
+from stxbench_neuron_lif import LIF
+
+
+def make_neuron(site: NeuronSite):
+    return TorchBackend().make_neuron(LIF, site, Surrogate())
+
+
+def build(size, input_shape, classes=10, T=4, **options):
+    return SpikformerFamily().build(
+        size, input_shape=input_shape, num_classes=classes, T=T, make_neuron=make_neuron,
+        options=options,
+    )
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_spikformer_4_384_cifar10_has_exactly_9324730_parameters():
+    assert n_params(build("4-384", (3, 32, 32))) == 9_324_730
+
+
+def test_parameter_count_by_hand_for_a_tiny_model():
+    # spikformer-1-16 on 1x8x8, 10 classes. Stem convs (3x3, no bias): 1*2*9 + 2*4*9 + 4*8*9
+    # + 8*16*9 + rpe 16*16*9 = 18+72+288+1152+2304 = 3834; stem BNs 2*(2+4+8+16+16) = 92.
+    # Block: q,k,v,proj 4*(16*16+16) = 1088, fc1 16*64+64 = 1088, fc2 64*16+16 = 1040;
+    # BNs 2*(16*4 + 64 + 16) = 288. Head 16*10+10 = 170.
+    assert n_params(build("1-16", (1, 8, 8))) == 3834 + 92 + 1088 + 1088 + 1040 + 288 + 170
+
+
+def test_st_matrices_are_q_k_v_proj_fc1_fc2_of_every_block():
+    model = build("2-32", (1, 8, 8))
+    names = list(model.st_matrices())
+    assert len(names) == 12
+    assert names[:6] == [f"blocks.0.attn.{m}.linear" for m in ("q", "k", "v", "proj")] + [
+        "blocks.0.mlp.fc1.linear", "blocks.0.mlp.fc2.linear"]
+    assert all(isinstance(m, torch.nn.Linear) for m in model.st_matrices().values())
+    hidden = model.hidden_layers()[1]
+    assert model.get_submodule(hidden.fc1).out_features == 128
+    assert model.get_submodule(hidden.fc2).in_features == 128
+    assert model.get_submodule(hidden.neuron).site.channels == 128
+
+
+def test_neuron_sites_and_attention_threshold():
+    model = build("1-32", (3, 32, 32))
+    slots = dict(model.neuron_slots())
+    # 4 stem + rpe, and per block q, k, v, attn, proj, fc1, fc2
+    assert len(slots) == 5 + 7
+    assert slots["blocks.0.attn.attn_neuron"].site.v_threshold == 0.5
+    assert slots["blocks.0.attn.q.neuron"].site.v_threshold == 1.0
+    assert slots["stem.neurons.0"].site.channel_dim == -3
+    assert slots["blocks.0.mlp.fc1.neuron"].site.channels == 128
+
+
+@pytest.mark.parametrize(
+    "shape, pools, tokens",
+    [((3, 32, 32), 2, 64), ((2, 128, 128), 4, 64), ((1, 28, 28), 2, 49), ((1, 8, 8), 0, 64), ((1, 40), 2, 10)],
+)
+def test_stem_adapts_to_input_size(shape, pools, tokens):
+    assert default_pools(shape) == pools
+    model = build("1-16", shape, T=2)
+    seen = []
+    model.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    out = model(torch.rand(3, *shape))
+    assert out.shape == (3, 10)
+    assert seen == [(2, 3, tokens, 16)]
+
+
+def test_temporal_input_is_used_as_given():
+    model = build("1-16", (2, 16, 16), T=3).eval()
+    seen = []
+    model.stem.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    frames = torch.rand(2, 3, 2, 16, 16)  # [B, T, C, H, W]: event frames
+    model(frames)
+    assert torch.equal(seen[0], frames.transpose(0, 1))
+    static = frames[:, 0]  # [B, C, H, W]: repeated over T (direct encoding)
+    model(static)
+    assert seen[1].shape == (3, 2, 2, 16, 16)
+    assert all(torch.equal(seen[1][t], static) for t in range(3))
+
+
+def test_bad_sizes_and_options_are_user_errors():
+    with pytest.raises(UsageError, match="DEPTH-WIDTH"):
+        build("big", (1, 8, 8))
+    with pytest.raises(UsageError, match="multiple of 8"):
+        build("1-20", (1, 8, 8))
+    with pytest.raises(UsageError, match="unknown spikformer option"):
+        build("1-16", (1, 8, 8), heads_count=2)
+
+
+def test_the_model_family_is_a_registered_plugin():
+    host = PluginHost()
+    assert host.names("model") == ["spikformer"]
+    assert host.get("model", "spikformer").plugin == "stxbench.models"
