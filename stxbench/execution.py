@@ -111,6 +111,8 @@ def process_group(device: str) -> Iterator[tuple[int, int, int] | None]:
 
 def process_device(device: str, execution: Execution) -> torch.device:
     """Each process of a CUDA run takes the GPU of its local rank."""
+    if execution.distributed and device.startswith("cuda:"):
+        raise UsageError(f"--device {device} under torchrun: use --device cuda (each process takes its local GPU)")
     if execution.distributed and device == "cuda":
         return torch.device("cuda", execution.local_rank)
     return torch.device(device)
