@@ -198,3 +198,23 @@ def test_cifar_missing_file_through_the_cli(cli, tmp_path):
     assert lines[0].startswith("error: dataset 'cifar10': incomplete folder, expected DIR/cifar-10-batches-py/{data_batch_1")
     assert lines[0].endswith("cifar-10-batches-py/data_batch_4")
     assert not (tmp_path / "out").exists()
+
+
+def test_fashion_mnist_missing_folder_through_the_cli(cli, tmp_path):
+    (tmp_path / "data").mkdir()
+    result = cli("run", "--protocol", "fashion-mnist", "--data-root", str(tmp_path / "data"), "--device", "cpu",
+                 "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"))
+    assert result.code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: dataset 'fashion-mnist': incomplete folder, expected {tmp_path / 'data'}/{{train-images-idx3-ubyte, "
+        "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte}[.gz]; missing "
+        f"{tmp_path / 'data'}/train-images-idx3-ubyte[.gz]"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_fashion_mnist_without_the_debian_package_says_how_to_get_it(host, tmp_path, monkeypatch):
+    monkeypatch.setattr(host.dataset("fashion-mnist"), "default_root", str(tmp_path / "absent"))
+    with pytest.raises(UsageError, match=r"absent does not exist; install the Debian package \(apt-get install "
+                       r"dataset-fashion-mnist\) or pass --data-root DIR with"):
+        host.dataset("fashion-mnist").load(None)
