@@ -38,7 +38,7 @@ def root(
 
 
 def _register() -> None:
-    from stxbench.cli import listing, run  # noqa: F401  (commands register themselves on import)
+    from stxbench.cli import compare, leaderboard, listing, run  # noqa: F401  (commands register themselves on import)
 
 
 _register()
