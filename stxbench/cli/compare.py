@@ -27,7 +27,9 @@ def _cell(value: Any) -> str:
 
 def _delta(a: Any, b: Any) -> str:
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
-    return f"{b - a:+.4g}" if numbers and a != b else ""
+    if not numbers or a == b:
+        return ""
+    return f"{b - a:+d}" if isinstance(a, int) and isinstance(b, int) else f"{b - a:+.4g}"
 
 
 def comparison(a: Path, b: Path, only_diff: bool = False) -> str:
