@@ -193,6 +193,11 @@ class Pruner(ABC):
     Pruning happens once, after dense training and before fine-tuning. Whatever the pruner
     leaves in the model is fine-tuned; `finalize` then makes the model's parameters honest
     (masks folded into weights) before anything is measured.
+
+    A pruner may replace an ST matrix with any module of the same ``in_features`` and
+    ``out_features`` (exposing ``rank`` when it is a factorisation), or narrow an MLP hidden
+    layer (``model.hidden_layers()``): then it narrows the neuron layer too, with
+    ``NeuronSlot.keep_channels(index)``, which rebuilds it with the factory that built it.
     """
 
     name: ClassVar[str]
