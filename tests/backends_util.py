@@ -24,11 +24,21 @@ LIBRARY_BACKENDS = {
 }
 
 
+def missing(name):
+    """The library a backend needs when it is not installed, else None."""
+    library = LIBRARY_BACKENDS[name][2] if name in LIBRARY_BACKENDS else None
+    return library if library is not None and importlib.util.find_spec(library) is None else None
+
+
+def needs(*names):
+    """Skip marker for a test that needs these backends' libraries."""
+    absent = [m for m in map(missing, names) if m]
+    return pytest.mark.skipif(bool(absent), reason=f"not installed: {', '.join(absent)}")
+
+
 def backend_param(name):
     """A pytest param for one backend, skipped when its library is not installed."""
-    library = LIBRARY_BACKENDS[name][2] if name in LIBRARY_BACKENDS else None
-    missing = library is not None and importlib.util.find_spec(library) is None
-    return pytest.param(name, id=name, marks=pytest.mark.skipif(missing, reason=f"{library} not installed"))
+    return pytest.param(name, id=name, marks=needs(name))
 
 
 def make_backend(name):
