@@ -42,13 +42,18 @@ class _FreshStateNode:
         return spikes
 
 
+def node_options(spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate) -> dict:
+    """What every node here shares: the contract's threshold, hard reset (detached), surrogate,
+    multi-step mode (spikingjelly's default 's' would treat [T, B, ...] as one step)."""
+    return dict(
+        v_threshold=float(site.v_threshold), v_reset=float(spec.v_reset),
+        surrogate_function=surrogate_function(surrogate), detach_reset=True, step_mode="m",
+    )
+
+
 class StxLIFNode(_FreshStateNode, neuron.LIFNode):
     def __init__(self, spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate):
-        super().__init__(
-            tau=float(spec.tau), decay_input=True, v_threshold=float(site.v_threshold),
-            v_reset=float(spec.v_reset), surrogate_function=surrogate_function(surrogate),
-            detach_reset=True, step_mode="m",
-        )
+        super().__init__(tau=float(spec.tau), decay_input=True, **node_options(spec, site, surrogate))
         self.spec = spec
 
     def _decay(self) -> None:
@@ -59,11 +64,7 @@ class StxParametricLIFNode(_FreshStateNode, neuron.ParametricLIFNode):
     """spikingjelly's PLIF already holds ``w`` (``1/tau = sigmoid(w)``, ``w0 = -log(tau0 - 1)``)."""
 
     def __init__(self, spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate):
-        super().__init__(
-            init_tau=float(spec.tau), decay_input=True, v_threshold=float(site.v_threshold),
-            v_reset=float(spec.v_reset), surrogate_function=surrogate_function(surrogate),
-            detach_reset=True, step_mode="m",
-        )
+        super().__init__(init_tau=float(spec.tau), decay_input=True, **node_options(spec, site, surrogate))
         self.spec = spec
 
     def _decay(self) -> torch.Tensor:
@@ -75,10 +76,7 @@ class StxLIFFamilyNode(neuron.SimpleBaseNode):
     interface: its step loop, fire (surrogate) and detached hard reset; our charge and threshold."""
 
     def __init__(self, spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate):
-        super().__init__(
-            v_threshold=float(site.v_threshold), v_reset=float(spec.v_reset),
-            surrogate_function=surrogate_function(surrogate), detach_reset=True, step_mode="m",
-        )
+        super().__init__(**node_options(spec, site, surrogate))
         self.spec, self.site = spec, site
         lif.add_learnables(self, spec, site)
         self.store_v_seq = False
