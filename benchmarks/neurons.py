@@ -68,6 +68,10 @@ def median_times(steps: dict[str, callable], rounds: int) -> dict[str, float]:
 
 def bench_config(backends, spec, shape, compiled: bool, backward: bool, rounds: int):
     site = NeuronSite("bench", channels=shape[-1], channel_dim=-1)
+    if compiled:
+        # dynamo compiles one forward code object at most 8 times and then silently runs it
+        # eager: start every config afresh so each backend is really compiled
+        torch._dynamo.reset()
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 1.5 + 0.5
     reference_spikes = None
     steps, same = {}, {}
