@@ -43,6 +43,7 @@ def _register() -> None:
         energy,
         leaderboard,
         listing,
+        parity,
         run,
     )
 
