@@ -27,9 +27,8 @@ import torch
 from torch import nn
 
 from stxbench.api import SURROGATE_DEFAULT_ALPHA, Backend, NeuronSite, NeuronSpec, Surrogate
-from stxbench.errors import UsageError
+from stxbench.errors import UsageError, one_line
 from stxbench.host import PluginHost
-from stxbench.host import _one_line as one_line
 from stxbench import lif
 from stxbench.lif import MEANINGS
 
