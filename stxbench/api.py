@@ -127,7 +127,11 @@ class Backend(ABC):
       holding only 0.0 and 1.0;
     * start every call from ``V = v_reset`` (state never leaks between batches);
     * register every learnable tensor as an ``nn.Parameter`` of the module, so optimisers,
-      ``.to(device)`` and state dicts see it;
+      ``.to(device)`` and state dicts see it, named by meaning: ``w`` for the decay
+      (``k = sigmoid(w)``) and ``theta`` for the threshold, initialised as the spec says
+      (`stxbench.lif.add_learnables` does this; a module that stores them otherwise provides
+      ``parameters_by_meaning() -> {"decay_w": p, "threshold": p}``), so that parity compares
+      like with like and checkpoints move between backends;
     * when its attribute ``store_v_seq`` is set to True, keep ``v_seq``: the charged membrane
       potential ``H`` (before fire and reset) of the last call, shaped like the input. The
       parity suite compares it across backends.
@@ -141,6 +145,8 @@ class Backend(ABC):
     extra: ClassVar[str | None] = None
     #: Surrogate names this backend can compute natively.
     surrogates: ClassVar[tuple[str, ...]] = ("atan", "sigmoid", "superspike")
+    #: Surrogates whose alpha the library fixes (norse's SuperSpike ignores alpha, say).
+    fixed_alphas: ClassVar[dict[str, float]] = {}
 
     def library_version(self) -> str | None:
         """The installed library's version; None when it is not installed."""
@@ -171,6 +177,12 @@ class Backend(ABC):
                 f"backend '{self.name}' has no '{surrogate.name}' surrogate; "
                 f"valid: {', '.join(self.surrogates)}"
             )
+        fixed = self.fixed_alphas.get(surrogate.name)
+        if fixed is not None and surrogate.alpha != fixed:
+            raise UsageError(
+                f"backend '{self.name}' computes the '{surrogate.name}' surrogate only with "
+                f"alpha={fixed:g}, not {surrogate.alpha:g}"
+            )
 
     @abstractmethod
     def make_neuron(self, spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate) -> nn.Module:
@@ -193,6 +205,11 @@ class Pruner(ABC):
     Pruning happens once, after dense training and before fine-tuning. Whatever the pruner
     leaves in the model is fine-tuned; `finalize` then makes the model's parameters honest
     (masks folded into weights) before anything is measured.
+
+    A pruner may replace an ST matrix with any module of the same ``in_features`` and
+    ``out_features`` (exposing ``rank`` when it is a factorisation), or narrow an MLP hidden
+    layer (``model.hidden_layers()``): then it narrows the neuron layer too, with
+    ``NeuronSlot.keep_channels(index)``, which rebuilds it with the factory that built it.
     """
 
     name: ClassVar[str]

@@ -14,6 +14,12 @@ class UsageError(Exception):
     """Bad input from the user: unknown name, out-of-range value, missing data, bad file."""
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as ``Type: message`` on one line (for reports of plugins that failed)."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text}"
+
+
 def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> UsageError:
     """`unknown neuron 'lfi'; did you mean 'lif'? valid: lif, plif, slif`."""
     valid = sorted(choices)

@@ -75,9 +75,11 @@ def stxbench_add_pruners() -> list[Pruner]:
 
     A `stxbench.api.Pruner` rewrites only the ST-block weight matrices a model exposes through
     ``model.st_matrices()`` (q, k, v, proj, fc1, fc2 of every block), once, between dense
-    training and fine-tuning. Its parameters are a pydantic model (``Pruner.Params``) whose
-    field constraints are the valid ranges: users set them with ``--set key=value`` and the
-    host rejects bad values before any work starts.
+    training and fine-tuning; a structured pruner may narrow an MLP hidden layer
+    (``model.hidden_layers()``) and then its neuron slot (``NeuronSlot.keep_channels``). Its
+    parameters are a pydantic model (``Pruner.Params``) whose field constraints are the valid
+    ranges: users set them with ``--set key=value`` and the host rejects bad values before any
+    work starts.
     """
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pluggy
 
 from stxbench import api, hookspecs
-from stxbench.errors import UsageError, unknown_choice
+from stxbench.errors import UsageError, one_line, unknown_choice
 
 ENTRY_POINT_GROUP = "stxbench"
 
@@ -49,11 +49,6 @@ class Component:
 class PluginFailure:
     plugin: str
     reason: str
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "(no message)"
-    return f"{type(exc).__name__}: {text}"
 
 
 def module_files(module: ModuleType | None) -> list[Path]:
@@ -113,7 +108,7 @@ class PluginHost:
             try:
                 module = ep.load()
             except Exception as exc:  # a broken third-party plugin must not break the host
-                self.failures.append(PluginFailure(ep.name, f"import failed: {_one_line(exc)}"))
+                self.failures.append(PluginFailure(ep.name, f"import failed: {one_line(exc)}"))
                 continue
             self.pm.register(module, name=ep.name)
             if ep.dist is not None and ep.dist.name == "stxbench":
@@ -130,9 +125,9 @@ class PluginHost:
                 raise UsageError(
                     f"-p {name}: no module named '{name}' on sys.path (cwd is {Path.cwd()})"
                 ) from None
-            raise UsageError(f"-p {name}: import failed: {_one_line(exc)}") from None
+            raise UsageError(f"-p {name}: import failed: {one_line(exc)}") from None
         except Exception as exc:
-            raise UsageError(f"-p {name}: import failed: {_one_line(exc)}") from None
+            raise UsageError(f"-p {name}: import failed: {one_line(exc)}") from None
         self.pm.register(module, name=name)
 
     def _collect(self) -> None:
@@ -145,7 +140,7 @@ class PluginHost:
                     produced = impl.function()
                 except Exception as exc:
                     self.failures.append(
-                        PluginFailure(plugin_name, f"{hook_name} raised {_one_line(exc)}")
+                        PluginFailure(plugin_name, f"{hook_name} raised {one_line(exc)}")
                     )
                     continue
                 if not isinstance(produced, (list, tuple)):
@@ -236,7 +231,7 @@ class PluginHost:
                 self._muted_observers.add(key)
                 tb = traceback.extract_tb(exc.__traceback__)[-1]
                 warnings.append(
-                    f"observer {impl.plugin_name}.{hook_name} raised {_one_line(exc)} "
+                    f"observer {impl.plugin_name}.{hook_name} raised {one_line(exc)} "
                     f"({Path(tb.filename).name}:{tb.lineno}); it is left out for the rest of the run"
                 )
         return warnings

@@ -6,6 +6,9 @@
   or narrowed matrices count at their real size (DSP). Learnable neuron constants (PLIF, sLIF)
   are parameters too, so ``params_effective`` can exceed ``params_total`` for a dense sLIF run.
 * ``sparsity``: ``1 - nonzero / dense`` over the ST-block weight matrices only.
+
+Measuring a matrix that still carries a pruning mask or parametrization is refused (`RunFailed`):
+its stored parameters (``weight_orig``) would be counted instead of the weights it uses.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections import defaultdict
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize, prune
 
 from stxbench.errors import RunFailed
 from stxbench.models.base import SpikingModel
@@ -38,6 +42,11 @@ def dense_shapes(model: SpikingModel) -> dict[str, tuple[int, int]]:
 def matrix_stats(model: SpikingModel, shapes: dict[str, tuple[int, int]]) -> list[MatrixStat]:
     stats = []
     for name, module in model.st_matrices().items():
+        if prune.is_pruned(module) or parametrize.is_parametrized(module):
+            raise RunFailed(
+                f"{name} still carries a pruning mask or parametrization when measured: "
+                "the pruner's finalize() must fold it into the weights"
+            )
         out_f, in_f = shapes[name]
         weights = _weights(module)
         params = sum(w.numel() for w in weights)

@@ -83,10 +83,24 @@ def steps_per_epoch(dataset: torch.utils.data.Dataset, batch_size: int, drop_las
     return n // batch_size if drop_last else math.ceil(n / batch_size)
 
 
-def make_optimizer(params, stage: StageSection) -> torch.optim.Optimizer:
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices and kernels only: not on biases and norm parameters (as
+    in Spikformer's timm recipe), and never on neuron constants (PLIF/sLIF decays and
+    thresholds), which decay would pull toward tau = 2 and threshold 0."""
+    slots = getattr(model, "neuron_slots", lambda: [])()
+    neuron_params = {id(p) for _, slot in slots for p in slot.parameters()}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or id(p) in neuron_params else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, stage: StageSection) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, stage.weight_decay)
     if stage.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
-    return torch.optim.SGD(params, lr=stage.lr, momentum=stage.momentum, weight_decay=stage.weight_decay)
+        return torch.optim.AdamW(groups, lr=stage.lr)
+    return torch.optim.SGD(groups, lr=stage.lr, momentum=stage.momentum)
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str, floor: float = 0.0) -> float:
@@ -169,7 +183,7 @@ def train_stage(
     per_epoch = steps_per_epoch(splits.train, stage.batch_size, drop_last)
     total = per_epoch * stage.epochs
     warmup = round(stage.warmup_epochs * per_epoch)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], stage)
+    optimizer = make_optimizer(model, stage)
     floor = stage.min_lr / stage.lr
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total, warmup, stage.schedule, floor)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import sys
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,3 +84,12 @@ def cli():
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """Real records of the tiny protocol (lif seeds 0 and 1, plif seed 0, an unofficial run),
+    made once per session through the CLI; see leaderboard_records.py."""
+    from leaderboard_records import make_tiny_runs
+
+    return make_tiny_runs(tmp_path_factory.mktemp("tiny-runs"))

@@ -103,3 +103,21 @@ def test_the_model_family_is_a_registered_plugin():
     host = PluginHost()
     assert host.names("model") == ["spikformer"]
     assert host.get("model", "spikformer").plugin == "stxbench.models"
+
+
+def test_weight_decay_spares_biases_norms_and_neuron_constants():
+    from stxbench.api import NeuronSpec
+    from stxbench.training import parameter_groups
+
+    slif = NeuronSpec("slif", "", decay="channel", threshold="channel")
+    model = SpikformerFamily().build(
+        "1-16", input_shape=(1, 8, 8), num_classes=10, T=2, options={},
+        make_neuron=lambda site: TorchBackend().make_neuron(slif, site, Surrogate()))
+    decay, no_decay = parameter_groups(model, 0.01)
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    # decayed: the 5 stem kernels, 6 ST matrices and the head weight; nothing else
+    assert len(decay["params"]) == 5 + 6 + 1 and all(p.ndim >= 2 for p in decay["params"])
+    stem_theta = model.stem.neurons[0].impl.theta  # shape (2, 1, 1): not a weight matrix
+    assert any(p is stem_theta for p in no_decay["params"])
+    assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == sum(
+        p.numel() for p in model.parameters())

@@ -13,11 +13,10 @@ import math
 import torch
 from torch import nn
 
+from stxbench import lif
 from stxbench.api import Backend, NeuronSite, NeuronSpec, Surrogate
 from stxbench.hookspecs import hookimpl
-
-#: sLIF thresholds are kept positive by clamping at this floor (a no-op at initialisation).
-THRESHOLD_FLOOR = 1e-3
+from stxbench.lif import THRESHOLD_FLOOR  # noqa: F401  (re-exported: sLIF's floor)
 
 
 class _Spike(torch.autograd.Function):
@@ -55,35 +54,19 @@ class LIFFamilyNeuron(nn.Module):
     def __init__(self, spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate):
         super().__init__()
         self.spec, self.site, self.surrogate = spec, site, surrogate
-        self.v_reset = spec.v_reset
-        w0 = -math.log(spec.tau - 1.0)
-        if spec.decay == "fixed":
-            self.tau = spec.tau
-        else:
-            shape = () if spec.decay == "layer" else site.param_shape()
-            self.w = nn.Parameter(torch.full(shape, w0))
-        if spec.threshold == "fixed":
-            self.v_threshold = site.v_threshold
-        else:
-            self.theta = nn.Parameter(torch.full(site.param_shape(), site.v_threshold))
+        lif.add_learnables(self, spec, site)
         self.store_v_seq = False
         self.v_seq: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = None if self.spec.decay == "fixed" else self.w.sigmoid()
-        theta = (
-            self.v_threshold
-            if self.spec.threshold == "fixed"
-            else self.theta.clamp_min(THRESHOLD_FLOOR)
-        )
-        v_reset = self.v_reset
+        spec = self.spec
+        k = lif.decay(self, spec)
+        theta = lif.threshold(self, spec, self.site)
+        v_reset = spec.v_reset
         v = torch.full_like(x[0], v_reset)
         spikes, hs = [], []
         for t in range(x.shape[0]):
-            if k is None:
-                h = v + (x[t] - (v - v_reset)) / self.tau
-            else:
-                h = v + (x[t] - (v - v_reset)) * k
+            h = lif.charge(v, x[t], v_reset, spec.tau, k)
             s = spike(h - theta, self.surrogate)
             s_d = s.detach()
             v = h * (1.0 - s_d) + v_reset * s_d

@@ -38,7 +38,15 @@ def root(
 
 
 def _register() -> None:
-    from stxbench.cli import energy, listing, run, sweep  # noqa: F401  (commands register themselves on import)
+    from stxbench.cli import (  # noqa: F401  (commands register themselves on import)
+        compare,
+        energy,
+        leaderboard,
+        listing,
+        parity,
+        run,
+        sweep,
+    )
 
 
 _register()

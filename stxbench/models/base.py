@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+import torch
 from torch import Tensor, nn
 
 from stxbench.api import MakeNeuron, NeuronSite
@@ -15,18 +16,37 @@ class NeuronSlot(nn.Module):
 
     The model owns the slot and its `NeuronSite`; the backend owns ``impl``. Swapping the
     neuron (stage 3) replaces ``impl`` and nothing else, and metrics find every neuron layer by
-    looking for slots.
+    looking for slots. The slot remembers the factory that built ``impl``, so structured pruning
+    can narrow it (`keep_channels`) without knowing the backend.
     """
 
     def __init__(self, site: NeuronSite, make_neuron: MakeNeuron):
         super().__init__()
         self.site = site
+        self.make_neuron = make_neuron
         self.impl = make_neuron(site)
 
     def rebuild(self, make_neuron: MakeNeuron, channels: int | None = None) -> None:
         if channels is not None:
             self.site = replace(self.site, channels=channels)
+        self.make_neuron = make_neuron
         self.impl = make_neuron(self.site)
+
+    @torch.no_grad()
+    def keep_channels(self, index: Tensor) -> None:
+        """Narrow the layer to the channels ``index`` (structured pruning): rebuild ``impl``
+        with the factory that built it, keeping the learned state of the kept channels
+        (per-channel tensors are indexed along their first dim, per-layer ones copied)."""
+        old_shape = self.site.param_shape()
+        old_state = self.impl.state_dict()
+        self.rebuild(self.make_neuron, channels=len(index))
+        new_state = self.impl.state_dict()
+        for key, value in old_state.items():
+            if key not in new_state:
+                continue
+            if tuple(value.shape) == old_shape:
+                value = value.index_select(0, index.to(value.device))
+            new_state[key].copy_(value)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.impl(x)

@@ -1,0 +1,168 @@
+"""What one record must satisfy to be a leaderboard entry; shared by ``submit`` and ``check``.
+
+Each problem names the record field it is about, so a tampered or stale entry is reported as
+``<file>: <field>: <what is wrong>``. The checks need no re-run: the protocol hash against the
+current protocol file, energy recomputed from the stored counts, accuracy against the stored
+correct/test counts, plugin file hashes against the installed plugin files. Numbers that only a
+re-run can confirm (accuracy, counts) are checked by ``check --rerun`` (`rerun.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from stxbench.energy import cost_model
+from stxbench.errors import UsageError
+from stxbench.host import KINDS, PluginHost, module_sha256
+from stxbench.leaderboard.store import ProtocolLookup
+from stxbench.record import Record
+
+#: stored floats are compared to recomputed ones to this relative precision (they are computed by
+#: the same expressions, so in practice they agree exactly; the margin only absorbs summation
+#: order, e.g. per-layer counts summed in another order)
+REL_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    message: str
+
+    def line(self, where: str) -> str:
+        return f"{where}: {self.field}: {self.message}"
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=0.0)
+
+
+def installed_plugin_files(host: PluginHost) -> dict[str, str]:
+    """sha256 of every source file of every installed plugin, keyed as records key them."""
+    files: dict[str, str] = {}
+    for kind in KINDS:
+        for name in host.names(kind):
+            files.update(module_sha256(host.get(kind, name).module))
+    return files
+
+
+class Verifier:
+    """Checks records against the current protocols and the installed plugins."""
+
+    def __init__(self, protocols: ProtocolLookup, host: PluginHost):
+        self.protocols = protocols
+        self.host = host
+        self._plugin_files: dict[str, str] | None = None
+
+    @property
+    def plugin_files(self) -> dict[str, str]:
+        if self._plugin_files is None:
+            self._plugin_files = installed_plugin_files(self.host)
+        return self._plugin_files
+
+    def problems(self, record: Record) -> list[Problem]:
+        try:
+            protocol = self.protocols.get(record.protocol.name)
+        except UsageError as exc:
+            return [Problem("protocol.name", str(exc))]
+        found = self._official(record, protocol)
+        found += self._metrics(record)
+        found += self._energy(record, protocol.energy_model)
+        found += self._plugins(record)
+        return found
+
+    def _official(self, record: Record, protocol) -> list[Problem]:
+        found = []
+        p, c = record.protocol, record.config
+        if not p.official:
+            found.append(Problem("protocol.official", "the run is unofficial; only official runs enter a leaderboard"))
+        if p.overrides:
+            keys = ", ".join(sorted(p.overrides))
+            found.append(Problem("protocol.overrides", f"the run overrode the protocol ({keys}): unofficial"))
+        if c.seed not in protocol.seeds:
+            found.append(Problem("config.seed", f"seed {c.seed} is not one of protocol {protocol.name}'s seeds {protocol.seeds}"))
+        current = protocol.sha256()
+        if p.sha256 != current and not p.overrides:  # overrides change the hash: reported above
+            found.append(Problem(
+                "protocol.sha256",
+                f"stale: run under protocol hash {p.sha256[:12]}, the current {protocol.name} protocol "
+                f"hashes to {current[:12]}; re-run it and submit with --replace, or remove it",
+            ))
+        pinned = {"dataset": protocol.data.dataset, "model": protocol.model.name, "T": protocol.model.T,
+                  "base_neuron": protocol.model.base_neuron, "surrogate": protocol.model.surrogate}
+        for key, value in pinned.items():
+            if getattr(c, key) != value:
+                found.append(Problem(f"config.{key}", f"{getattr(c, key)!r} but protocol {protocol.name} pins {value!r}"))
+        for kind in ("neuron", "pruner", "backend"):
+            name = getattr(c, kind)
+            if name not in self.host.names(kind):
+                found.append(Problem(f"config.{kind}", f"{kind} '{name}' is not installed here"))
+        if c.pruner in self.host.names("pruner"):
+            found += self._pruner_params(record)
+        return found
+
+    def _pruner_params(self, record: Record) -> list[Problem]:
+        c = record.config
+        try:
+            resolved = self.host.pruner(c.pruner).Params(**c.pruner_params).model_dump(mode="json")
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            return [Problem("config.pruner_params", f"not valid for pruner '{c.pruner}': "
+                            f"{'.'.join(map(str, first['loc']))}: {first['msg']}")]
+        if json.dumps(resolved, sort_keys=True) != json.dumps(c.pruner_params, sort_keys=True):
+            return [Problem("config.pruner_params", f"{c.pruner_params} is not the complete parameter set "
+                            f"pruner '{c.pruner}' resolves it to ({resolved})")]
+        return []
+
+    def _metrics(self, record: Record) -> list[Problem]:
+        m = record.metrics
+        found = []
+        if m.correct > m.test_samples:
+            found.append(Problem("metrics.correct", f"{m.correct} correct of {m.test_samples} test samples"))
+        elif not _close(m.accuracy, m.correct / m.test_samples):
+            found.append(Problem("metrics.accuracy", f"{m.accuracy!r} is not correct/test_samples = "
+                                 f"{m.correct}/{m.test_samples} = {m.correct / m.test_samples!r}"))
+        return found
+
+    def _energy(self, record: Record, protocol_model: str) -> list[Problem]:
+        counts, energy = record.counts, record.energy
+        if counts is None or energy is None:
+            missing = "counts" if counts is None else "energy"
+            return [Problem(missing, "missing: a leaderboard entry shows energy, so it needs op counts "
+                            "and energy (re-run without --no-counts)")]
+        found = []
+        for kind in ("mac", "ac", "ac_int"):
+            layer_sum = sum(layer.effective_ops for layer in counts.layers if layer.kind == kind)
+            total = getattr(counts, kind)
+            if not _close(total, layer_sum):
+                found.append(Problem(f"counts.{kind}", f"{total!r} but its layers ({kind}) sum to {layer_sum!r}"))
+        if energy.model_id != protocol_model:
+            return [*found, Problem("energy.model_id", f"{energy.model_id!r} but the protocol pins {protocol_model!r}")]
+        try:
+            table = cost_model(protocol_model)
+        except UsageError as exc:
+            return [*found, Problem("energy.model_id", str(exc))]
+        for key in ("e_mac_pj", "e_ac_pj"):
+            if getattr(energy, key) != getattr(table, key):
+                found.append(Problem(f"energy.{key}", f"{getattr(energy, key)!r} but cost table {table.id} "
+                                     f"says {getattr(table, key)!r}"))
+        recomputed = table.mj(counts.mac, counts.ac, counts.ac_int)
+        if not _close(energy.mj_per_sample, recomputed):
+            found.append(Problem("energy.mj_per_sample", f"{energy.mj_per_sample!r} but the stored counts "
+                                 f"give {recomputed!r} under {table.id}"))
+        return found
+
+    def _plugins(self, record: Record) -> list[Problem]:
+        found = []
+        for file, digest in record.provenance.plugin_sha256.items():
+            field = f"provenance.plugin_sha256[{file}]"
+            current = self.plugin_files.get(file)
+            if current is None:
+                found.append(Problem(field, "stale: no installed plugin has this file"))
+            elif current != digest:
+                found.append(Problem(field, f"stale: the run used {digest[:12]}, the installed file is "
+                                     f"{current[:12]}; re-run it and submit with --replace, or remove it"))
+        return found
