@@ -14,8 +14,11 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
 
 
 def test_two_processes_write_one_record_with_single_process_accuracy(cli, tiny_protocol, tmp_path):
-    """The tiny protocol's global batch of 32 becomes 2 x 16."""
-    common = ["--protocol", str(tiny_protocol), "--device", "cpu", "--threads", "1", "-q"]
+    """The tiny protocol's global batch of 32 becomes 2 x 16. Trained for 8 dense epochs: early in
+    training, accuracy moves by more than the tolerance from epoch to epoch, so the comparison
+    is made where both have settled (about 0.84 here)."""
+    common = ["--protocol", str(tiny_protocol), "--set", "train.epochs=8", "--device", "cpu",
+              "--threads", "1", "--no-counts", "-q"]
     single = cli("run", *common, "--out", str(tmp_path / "one"), "--cache-dir", str(tmp_path / "cache"))
     assert single.code == 0, single.stderr
     double = cli("run", *common, "--nproc", "2", "--out", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "cache"))
@@ -30,6 +33,6 @@ def test_two_processes_write_one_record_with_single_process_accuracy(cli, tiny_p
     # rank 0 wrote the dense cache once, apart from the single-process one
     assert len(list((tmp_path / "cache" / "dense").glob("*.pt"))) == 2
     tolerance = load_protocol(str(tiny_protocol)).accuracy_tolerance
-    assert one.metrics.accuracy_dense > 0.4  # well above chance (0.1): the comparison means something
+    assert one.metrics.accuracy_dense > 0.7  # well above chance (0.1): the comparison means something
     assert abs(two.metrics.accuracy_dense - one.metrics.accuracy_dense) <= tolerance
     assert abs(two.metrics.accuracy - one.metrics.accuracy) <= tolerance
