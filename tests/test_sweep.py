@@ -67,3 +67,12 @@ def test_sweep_refuses_a_folder_holding_another_configuration(cli, tiny_protocol
     result = sweep(cli, tiny_protocol, out, cache_dir, "--neuron", "plif", "--seeds", "0")
     assert result.code == 2
     assert result.stderr.strip().endswith("plif-none-torch-s0/result.json holds a record of another configuration; use another --out")
+
+
+def test_settings_give_the_sweep_folder_a_stable_suffix():
+    from stxbench.cli.sweep import settings_tag
+
+    assert settings_tag([]) == ""
+    tag = settings_tag(["train.epochs=3", "sparsity=0.9"])
+    assert tag == settings_tag(["sparsity=0.9", "train.epochs=3"]) and tag.startswith("-set") and len(tag) == 12
+    assert tag != settings_tag(["train.epochs=4", "sparsity=0.9"])

@@ -68,7 +68,9 @@ def python_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
         raise UsageError(f"{path}: a CIFAR python batch needs keys 'data' and '{label_key}'")
     data, labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != PIXELS or len(labels) != len(data):
-        raise UsageError(f"{path}: 'data' must be uint8 (N, {PIXELS}) with N labels, got {data.dtype} {data.shape}")
+        raise UsageError(
+            f"{path}: 'data' must be uint8 (N, {PIXELS}) with N labels, got {data.dtype} {data.shape}"
+        )
     return data, labels
 
 
@@ -137,7 +139,9 @@ class Cifar(Dataset):
         )
         top = int(max(y_train.max(), y_test.max()))
         if top >= self.num_classes:
-            raise UsageError(f"dataset '{self.name}': label {top} in {folder}; {self.name} has {self.num_classes} classes")
+            raise UsageError(
+                f"dataset '{self.name}': label {top} in {folder}; {self.name} has {self.num_classes} classes"
+            )
 
         def split(x: np.ndarray, y: np.ndarray) -> torch.utils.data.TensorDataset:
             images = torch.from_numpy(np.ascontiguousarray(x).reshape(-1, 3, 32, 32))
@@ -172,6 +176,7 @@ def stxbench_add_datasets():
     return [
         Cifar("cifar10", "CIFAR-10, 32x32x3, 10 classes, 50000/10000 (official release in --data-root)",
               CIFAR10, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-        Cifar("cifar100", "CIFAR-100 (fine labels), 32x32x3, 100 classes, 50000/10000 (official release in --data-root)",
+        Cifar("cifar100",
+              "CIFAR-100 (fine labels), 32x32x3, 100 classes, 50000/10000 (official release in --data-root)",
               CIFAR100, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     ]

@@ -77,7 +77,9 @@ class EventClips(torch.utils.data.Dataset):
         with np.load(self.files[i]) as events:
             missing = [k for k in ("t", "x", "y", "p") if k not in events.files]
             if missing:
-                raise UsageError(f"{self.files[i]}: an events file needs arrays t, x, y, p; missing {missing[0]}")
+                raise UsageError(
+                    f"{self.files[i]}: an events file needs arrays t, x, y, p; missing {missing[0]}"
+                )
             frames = integrate(events, self.frames, self.split_by)
         return torch.from_numpy(frames), self.labels[i]
 
@@ -92,7 +94,9 @@ def class_files(dataset: str, folder: Path, classes: list[str], layout: str) -> 
             raise UsageError(f"dataset '{dataset}': incomplete folder, expected {layout}; missing {path}")
         files = sorted(path.glob("*.npz"), key=lambda f: f.name)
         if not files:
-            raise UsageError(f"dataset '{dataset}': incomplete folder, expected {layout}; no .npz files in {path}")
+            raise UsageError(
+                f"dataset '{dataset}': incomplete folder, expected {layout}; no .npz files in {path}"
+            )
         out.append(files)
     return out
 
@@ -119,9 +123,13 @@ class EventDataset(Dataset):
         check_options(self.name, options, ("frames", "split_by"))
         frames, split_by = options.get("frames"), options.get("split_by", "number")
         if not isinstance(frames, int) or frames < 1:
-            raise UsageError(f"dataset '{self.name}' needs frames = T >= 1 (protocol encoding 'frames'), got {frames!r}")
+            raise UsageError(
+                f"dataset '{self.name}' needs frames = T >= 1 (protocol encoding 'frames'), got {frames!r}"
+            )
         if split_by not in SPLIT_BY:
-            raise UsageError(f"dataset '{self.name}': split_by must be one of {', '.join(SPLIT_BY)}, got {split_by!r}")
+            raise UsageError(
+                f"dataset '{self.name}': split_by must be one of {', '.join(SPLIT_BY)}, got {split_by!r}"
+            )
         return frames, split_by
 
     def splits(self, train: list[tuple[Path, int]], test: list[tuple[Path, int]], frames: int,
@@ -132,7 +140,8 @@ class EventDataset(Dataset):
         return DataSplits(
             train=clips(train), test=clips(test), input_shape=(2, H, W), num_classes=len(self.classes),
             temporal=True, augment=flip,
-            info={"source": str(source), "frames": frames, "split_by": split_by, "augment": "horizontal flip"},
+            info={"source": str(source), "frames": frames, "split_by": split_by,
+                  "augment": "horizontal flip"},
         )
 
 
@@ -145,9 +154,12 @@ class DVS128Gesture(EventDataset):
     def load(self, root: str | None, **options) -> DataSplits:
         frames, split_by = self.settings(options)
         events = self.events_root(root)
-        train, test = ([(f, c) for c, files in enumerate(class_files(self.name, events / part, list(self.classes), self.layout))
-                        for f in files] for part in ("train", "test"))
-        return self.splits(train, test, frames, split_by, events)
+
+        def samples(part: str) -> list[tuple[Path, int]]:
+            folders = class_files(self.name, events / part, list(self.classes), self.layout)
+            return [(f, c) for c, files in enumerate(folders) for f in files]
+
+        return self.splits(samples("train"), samples("test"), frames, split_by, events)
 
 
 class Cifar10DVS(EventDataset):

@@ -73,8 +73,6 @@ def find_file(folder: Path, stem: str) -> Path:
 class IdxDataset(Dataset):
     """A dataset of the MNIST family in the official IDX files."""
 
-    needs_root = True
-
     def __init__(self, name: str, torchvision_name: str, summary: str, default_root: str | None = None):
         self.name = name
         self.torchvision_name = torchvision_name
@@ -124,7 +122,9 @@ class IdxDataset(Dataset):
 
         top = int(max(arrays["train_labels"].max(), arrays["test_labels"].max()))
         if top >= NUM_CLASSES:
-            raise UsageError(f"dataset '{self.name}': label {top} in {folder}; the MNIST family has 10 classes")
+            raise UsageError(
+                f"dataset '{self.name}': label {top} in {folder}; the MNIST family has 10 classes"
+            )
         return DataSplits(
             train=split(arrays["train_images"][:limit], arrays["train_labels"][:limit]),
             test=split(arrays["test_images"], arrays["test_labels"]),
@@ -144,5 +144,6 @@ def stxbench_add_datasets():
             default_root="/usr/share/datasets/fashion-mnist",
         ),
         IdxDataset("mnist", "MNIST", "MNIST, 28x28x1, 10 classes, 60000/10000 (IDX files in --data-root)"),
-        IdxDataset("kmnist", "KMNIST", "Kuzushiji-MNIST, 28x28x1, 10 classes, 60000/10000 (IDX files in --data-root)"),
+        IdxDataset("kmnist", "KMNIST",
+                   "Kuzushiji-MNIST, 28x28x1, 10 classes, 60000/10000 (IDX files in --data-root)"),
     ]
