@@ -32,3 +32,15 @@ def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> UsageError:
 class RunFailed(Exception):
     """A run that started could not finish honestly (diverged, a metric failed). The CLI
     prints one line, exits 1, and no result record is written."""
+
+
+class RunInterrupted(RunFailed):
+    """A run stopped by Ctrl-C or by running out of GPU memory. Its last checkpoint is kept, and
+    running the same command with the same ``--out`` resumes it."""
+
+    def __init__(self, reason: str, out_dir, last_checkpoint: str | None, exit_code: int = 130):
+        self.reason, self.out_dir, self.last_checkpoint = reason, out_dir, last_checkpoint
+        self.exit_code = exit_code
+        kept = (f"the last checkpoint ({last_checkpoint}) is in {out_dir}" if last_checkpoint
+                else "no epoch had finished, so there is no checkpoint")
+        super().__init__(f"{reason}; {kept}")

@@ -167,6 +167,11 @@ class PluginHost:
         if not isinstance(name, str) or not name:
             self.failures.append(PluginFailure(plugin, f"a {kind} without a name"))
             return
+        params = getattr(obj, "Params", api.PrunerParams)
+        if kind == "pruner" and not (isinstance(params, type) and issubclass(params, api.PrunerParams)):
+            self.failures.append(PluginFailure(
+                plugin, f"pruner '{name}': Params must subclass stxbench.api.PrunerParams"))
+            return
         registry = self.components[kind]
         if name in registry:
             winner = registry[name]
@@ -205,6 +210,27 @@ class PluginHost:
 
     def model_family(self, name: str) -> api.ModelFamily:
         return self.get("model", name).obj
+
+    def is_builtin(self, plugin: str) -> bool:
+        return plugin in self._builtin
+
+    def blame(self, exc: BaseException) -> str | None:
+        """One line naming the third-party plugin whose code raised ``exc`` (innermost frame
+        first), or None when no third-party plugin is in the traceback: a bug of stxbench's own
+        keeps its traceback, a contributed plugin's failure is contained to the run using it."""
+        owners: dict[str, Component] = {}
+        for registry in self.components.values():
+            for comp in registry.values():
+                if not self.is_builtin(comp.plugin):
+                    for path in module_files(comp.module):
+                        owners[str(path.resolve())] = comp
+        frames = traceback.extract_tb(exc.__traceback__)
+        for frame in reversed(frames):
+            comp = owners.get(str(Path(frame.filename).resolve()))
+            if comp is not None:
+                return (f"{comp.kind} '{comp.name}' (plugin '{comp.plugin}') failed: {one_line(exc)} "
+                        f"({Path(frame.filename).name}:{frame.lineno})")
+        return None
 
     def plugin_sha256(self, components: Iterable[Component]) -> dict[str, str]:
         """sha256 of every source file of the plugins that provided ``components``."""

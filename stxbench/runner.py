@@ -3,23 +3,32 @@ fine-tuning -> evaluation -> record."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import stxbench
 from stxbench import metrics
 from stxbench.api import Backend, DataSplits, NeuronSpec, Surrogate
+from stxbench.checkpoints import (
+    dense_checkpoint_path,
+    load_dense,
+    load_run_checkpoint,
+    remove_run_checkpoint,
+    run_checkpoint_path,
+    save_dense,
+    save_run_checkpoint,
+)
 from stxbench.counting import count_test_head
 from stxbench.data import load_splits
 from stxbench.energy import cost_model, energy_of
-from stxbench.errors import RunFailed
+from stxbench.errors import RunFailed, RunInterrupted, UsageError
 from stxbench.execution import (
     Execution,
     barrier,
@@ -43,7 +52,6 @@ from stxbench.record import (
     ProtocolInfo,
     Record,
     Timing,
-    atomic_write_text,
     write_record,
 )
 from stxbench.runconfig import RunConfig
@@ -72,6 +80,26 @@ class Run:
     reporter: Reporter
     warn: Callable[[str], None]
     execution: Execution = Execution()
+    #: the run checkpoint found in --out, if this run resumes one
+    resume: dict[str, Any] | None = None
+    #: results of finished stages, saved in every checkpoint (the record needs them)
+    done: dict[str, Any] = field(default_factory=dict)
+    #: the last checkpoint written, e.g. "dense epoch 3" (for the message on Ctrl-C)
+    last_checkpoint: list[str] = field(default_factory=list)
+
+    def resume_of(self, stage: str) -> dict[str, Any] | None:
+        return self.resume if self.resume and self.resume["stage"] == stage else None
+
+    def checkpointer(self, stage: str, model: SpikingModel):
+        """Saves the run checkpoint after every epoch of ``stage`` (rank 0 only)."""
+        if not self.execution.is_main:
+            return None
+
+        def save(progress: dict[str, Any]) -> None:
+            save_run_checkpoint(self.config, stage, model, progress, self.done)
+            self.last_checkpoint[:] = [f"{stage} epoch {progress['epoch']}"]
+
+        return save
 
     def make_neuron_factory(self, spec: NeuronSpec):
         return lambda site: self.backend.make_neuron(spec, site, self.surrogate)
@@ -106,47 +134,20 @@ def build_model(run: Run) -> SpikingModel:
 # -- stage 1 ------------------------------------------------------------------------------
 
 
-def dense_checkpoint_path(config: RunConfig, execution: Execution = Execution()) -> Path:
-    key = config.protocol.dense_key(config.seed, config.backend)
-    variant = {k: v for k, v in (("precision", execution.precision), ("world_size", execution.world_size))
-               if v != getattr(Execution, k)}
-    if variant:  # bf16 or data-parallel training gives other weights than the default
-        key = hashlib.sha256(f"{key}{sorted(variant.items())}".encode()).hexdigest()
-    return config.cache_dir / "dense" / f"{config.protocol.name}-{key[:24]}.pt"
-
-
-def _load_checkpoint(path: Path, model: SpikingModel, warn) -> bool:
-    """Load a cached dense checkpoint if it is present and intact."""
-    digest_path = path.with_suffix(".sha256")
-    if not path.exists() or not digest_path.exists():
-        return False
-    if sha256_file(path) != digest_path.read_text().strip():
-        warn(f"cached dense checkpoint {path} is corrupted (sha256 mismatch); retraining it")
-        return False
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return True
-
-
-def _save_checkpoint(path: Path, model: SpikingModel) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    digest = sha256_file(tmp)
-    os.replace(tmp, path)
-    atomic_write_text(path.with_suffix(".sha256"), digest + "\n")
-
-
 def stage_dense(run: Run, model: SpikingModel) -> tuple[float | None, Path]:
     """Train the dense model with the base neuron, or load it from the cache. In a distributed
     run rank 0 reads and writes the cache and the others take its weights."""
     ex = run.execution
     path = dense_checkpoint_path(run.config, ex)
-    cached = ex.is_main and _load_checkpoint(path, model, run.warn)
-    if broadcast_flag(cached, ex, run.device):
-        model.to(run.device)
-        broadcast_state(model, ex)
-        return None, path
+    resume = run.resume_of("dense")
+    if resume is None:
+        cached = ex.is_main and load_dense(path, model, run.warn)
+        if broadcast_flag(cached, ex, run.device):
+            model.to(run.device)
+            broadcast_state(model, ex)
+            return None, path
+    else:
+        model.load_state_dict(resume["model"])
     result = train_stage(
         model,
         run.splits,
@@ -157,9 +158,11 @@ def stage_dense(run: Run, model: SpikingModel) -> tuple[float | None, Path]:
         reporter=run.reporter,
         on_epoch_end=run.on_epoch_end("dense"),
         execution=ex,
+        resume=resume and resume["progress"],
+        on_checkpoint=run.checkpointer("dense", model),
     )
     if ex.is_main:
-        _save_checkpoint(path, model)
+        save_dense(path, model)
     broadcast_state(model, ex)  # the others wait here while rank 0 writes
     return result.seconds, path
 
@@ -177,6 +180,9 @@ def stage_prune(run: Run, model: SpikingModel) -> None:
 def stage_finetune(run: Run, model: SpikingModel) -> float:
     spec = run.host.neuron(run.config.neuron)
     model.swap_neurons(run.make_neuron_factory(spec))
+    resume = run.resume_of("finetune")
+    if resume is not None:
+        model.load_state_dict(resume["model"])
     model.to(run.device)
     result = train_stage(
         model,
@@ -188,6 +194,8 @@ def stage_finetune(run: Run, model: SpikingModel) -> float:
         reporter=run.reporter,
         on_epoch_end=run.on_epoch_end("finetune"),
         execution=run.execution,
+        resume=resume and resume["progress"],
+        on_checkpoint=run.checkpointer("finetune", model),
     )
     run.host.pruner(run.config.pruner).finalize(model)
     return result.seconds
@@ -203,28 +211,53 @@ def execute(
     warn: Callable[[str], None] = lambda line: print(f"warning: {line}", file=sys.stderr),
 ) -> Record | None:
     """Run every stage and write ``<out>/result.json``. Returns the validated record (None on
-    the processes of a distributed run other than rank 0, which write nothing)."""
-    with process_group(config.device) as env:
-        rank, world, local_rank = env or (0, 1, 0)
-        execution = Execution(
-            precision=config.precision,
-            workers=resolve_workers(config.workers, config.device, world),
-            pin_memory=config.device.startswith("cuda"),
-            rank=rank, world_size=world, local_rank=local_rank,
-        )
-        if not execution.is_main:
-            reporter, warn = NullReporter(), lambda line: None
-        record = _execute(config, host, execution, reporter or NullReporter(), warn)
-        barrier(execution)  # the others wait until rank 0 has written the record
-        return record
+    the processes of a distributed run other than rank 0, which write nothing).
+
+    A checkpoint in ``--out`` (left by a run that was killed or interrupted) is resumed from;
+    Ctrl-C and CUDA out-of-memory stop the run with the last checkpoint kept."""
+    last: list[str] = []
+    try:
+        with process_group(config.device) as env:
+            rank, world, local_rank = env or (0, 1, 0)
+            execution = Execution(
+                precision=config.precision,
+                workers=resolve_workers(config.workers, config.device, world),
+                pin_memory=config.device.startswith("cuda"),
+                rank=rank, world_size=world, local_rank=local_rank,
+            )
+            if not execution.is_main:
+                reporter, warn = NullReporter(), lambda line: None
+            record = _execute(config, host, execution, reporter or NullReporter(), warn, last)
+            barrier(execution)  # the others wait until rank 0 has written the record
+            return record
+    except KeyboardInterrupt:
+        raise RunInterrupted("interrupted", config.out_dir, last[0] if last else None) from None
+    except torch.cuda.OutOfMemoryError:
+        raise RunInterrupted(
+            f"CUDA out of memory (train batch {config.protocol.train.batch_size}, fine-tune batch "
+            f"{config.protocol.finetune.batch_size}): free the GPU or lower the batch size "
+            "(--set train.batch_size=..., which makes the run unofficial)",
+            config.out_dir, last[0] if last else None, exit_code=1,
+        ) from None
+    except (UsageError, RunFailed):
+        raise
+    except Exception as exc:
+        culprit = host.blame(exc)
+        if culprit is None:
+            raise  # a bug in stxbench itself: keep the traceback
+        raise RunFailed(culprit) from None
 
 
 def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter: Reporter,
-             warn: Callable[[str], None]) -> Record | None:
+             warn: Callable[[str], None], last_checkpoint: list[str]) -> Record | None:
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     proto = config.protocol
+    resume = load_run_checkpoint(config)
+    if resume is not None and execution.is_main:
+        progress = resume["progress"]
+        warn(f"resuming from {run_checkpoint_path(config)}: {resume['stage']} epoch {progress['epoch']}")
     splits = load_splits(proto, host, config.data_root)
     if execution.distributed:
         check_distributed([proto.train.batch_size, proto.finetune.batch_size], len(splits.train),
@@ -232,7 +265,9 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
     device = process_device(config.device, execution)
     configure_cuda(device)
     backend = host.backend(config.backend)
-    run = Run(config, host, device, splits, backend, config.surrogate, reporter, warn, execution)
+    run = Run(config, host, device, splits, backend, config.surrogate, reporter, warn, execution,
+              resume=resume, done=dict(resume["done"]) if resume else {},
+              last_checkpoint=last_checkpoint)
     run.notify("stxbench_run_start", config=config)
     main = execution.is_main
 
@@ -240,6 +275,9 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
     params_total = metrics.count_parameters(model)
     shapes = metrics.dense_shapes(model)
     dense_s, checkpoint = stage_dense(run, model)
+    if run.resume_of("finetune") is not None:
+        dense_s = run.done.get("dense_s")  # the dense stage ran before the interruption
+    run.done["dense_s"] = dense_s
     # Evaluation runs on rank 0 alone, over the whole test split, exactly as in one process.
     if main:
         accuracy_dense = evaluate(model, splits, proto.eval.batch_size, run.device, execution).accuracy
@@ -282,29 +320,35 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
             dense_s=dense_s, finetune_s=finetune_s, eval_s=final.seconds,
             samples_per_s=final.samples / final.seconds if final.seconds > 0 else float(final.samples),
         ),
-        provenance=Provenance(
-            stxbench=stxbench.__version__,
-            python=platform.python_version(),
-            torch=torch.__version__,
-            libraries={backend.library: backend.library_version()} if backend.library else {},
-            platform=platform.platform(),
-            device=device_name(run.device),
-            threads=torch.get_num_threads(),
-            execution=ExecutionInfo(
-                precision=execution.precision, world_size=execution.world_size,
-                dist_backend=torch.distributed.get_backend() if execution.distributed else None,
-                data_workers=execution.workers, pin_memory=execution.pin_memory,
-                cudnn=cudnn_settings(run.device),
-            ),
-            git_commit=git_commit(),
-            plugin_sha256=host.plugin_sha256(used_components(config, host)),
-            checkpoint_sha256=sha256_file(checkpoint),
-            created=now_utc(),
-        ),
+        provenance=provenance(run, checkpoint),
     )
     write_record(record, config.out_dir / RESULT_FILE)
+    remove_run_checkpoint(config)  # the record is the run's result now
     run.notify("stxbench_run_end", record=record)
     return record
+
+
+def provenance(run: Run, checkpoint: Path) -> Provenance:
+    execution, backend = run.execution, run.backend
+    return Provenance(
+        stxbench=stxbench.__version__,
+        python=platform.python_version(),
+        torch=torch.__version__,
+        libraries={backend.library: backend.library_version()} if backend.library else {},
+        platform=platform.platform(),
+        device=device_name(run.device),
+        threads=torch.get_num_threads(),
+        execution=ExecutionInfo(
+            precision=execution.precision, world_size=execution.world_size,
+            dist_backend=torch.distributed.get_backend() if execution.distributed else None,
+            data_workers=execution.workers, pin_memory=execution.pin_memory,
+            cudnn=cudnn_settings(run.device),
+        ),
+        git_commit=git_commit(),
+        plugin_sha256=run.host.plugin_sha256(used_components(run.config, run.host)),
+        checkpoint_sha256=sha256_file(checkpoint),
+        created=now_utc(),
+    )
 
 
 def used_components(config: RunConfig, host: PluginHost):
@@ -317,6 +361,3 @@ def used_components(config: RunConfig, host: PluginHost):
         host.get("pruner", config.pruner),
         host.get("backend", config.backend),
     ]
-
-
-__all__ = ["execute", "default_cache_dir", "RESULT_FILE", "RunFailed"]

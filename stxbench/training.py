@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from typing import Protocol as TypingProtocol
 
 import numpy as np
@@ -117,13 +118,13 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, floor: float = 
 class Reporter(TypingProtocol):
     """How training shows progress; the CLI passes a rich implementation."""
 
-    def start(self, stage: str, total_steps: int) -> None: ...
+    def start(self, stage: str, total_steps: int, completed: int = 0) -> None: ...
     def advance(self, loss: float) -> None: ...
     def finish(self) -> None: ...
 
 
 class NullReporter:
-    def start(self, stage: str, total_steps: int) -> None:
+    def start(self, stage: str, total_steps: int, completed: int = 0) -> None:
         pass
 
     def advance(self, loss: float) -> None:
@@ -168,12 +169,18 @@ def train_stage(
     reporter: Reporter,
     on_epoch_end: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
     execution: Execution = Execution(),
+    resume: dict[str, Any] | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> StageResult:
     """Train ``model`` for one stage. A non-finite loss stops the run (`RunFailed`).
 
     Randomness: the sample order of epoch ``e`` comes from a generator seeded with
     ``(stage seed, e)``, identical on every process; augmentation and mixup draw from streams
-    seeded with ``(stage seed, rank)``."""
+    seeded with ``(stage seed, rank)``.
+
+    After every epoch ``on_checkpoint`` receives the stage's progress (epoch, step, optimiser,
+    schedule and every random stream); passing it back as ``resume``, with the model's weights
+    of that moment, continues the stage exactly as if it had never stopped."""
     base_seed = stage_seed(seed, name)
     torch.manual_seed(base_seed)
     generator = torch.Generator().manual_seed(derive_seed(base_seed, execution.rank))
@@ -190,13 +197,20 @@ def train_stage(
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=stage.label_smoothing)
     net = wrap_data_parallel(model, execution, device)
-    reporter.start(name, total)
-    start = time.perf_counter()
-    step = 0
+    first_epoch, step, spent = 0, 0, 0.0
+    if resume is not None:
+        first_epoch, step, spent = resume["epoch"], resume["step"], resume["seconds"]
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        generator.set_state(resume["rng"]["augment"])
+        mix_rng.bit_generator.state = resume["rng"]["mixup"]
+        torch.set_rng_state(resume["rng"]["torch"])
+    reporter.start(name, total, completed=step)
+    start = time.perf_counter() - spent
     loss_value = None
     model.train()
     try:
-        for epoch in range(stage.epochs):
+        for epoch in range(first_epoch, stage.epochs):
             loss_sum, correct, seen = 0.0, 0, 0
             order = torch.Generator().manual_seed(derive_seed(base_seed, epoch))
             mixing = stage.mixup > 0 and (stage.mixup_epochs is None or epoch < stage.mixup_epochs)
@@ -233,6 +247,13 @@ def train_stage(
                 seen += len(y)
                 reporter.advance(loss_value)
             loss_sum, correct, seen = all_reduce_sums([loss_sum, correct, seen], execution, device)
+            if on_checkpoint is not None:
+                on_checkpoint({
+                    "epoch": epoch + 1, "step": step, "seconds": time.perf_counter() - start,
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": {"augment": generator.get_state(), "mixup": mix_rng.bit_generator.state,
+                            "torch": torch.get_rng_state()},
+                })
             on_epoch_end(epoch + 1, {"loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)})
     finally:
         reporter.finish()

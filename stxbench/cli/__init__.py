@@ -6,12 +6,13 @@ finish honestly (`RunFailed`) prints one line and exits 1; nothing half-written 
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import typer
 
 from stxbench.cli import common
-from stxbench.errors import RunFailed, UsageError
+from stxbench.errors import RunFailed, RunInterrupted, UsageError
 
 app = typer.Typer(
     name="stxbench",
@@ -52,6 +53,14 @@ def _register() -> None:
 _register()
 
 
+def resume_command(argv: list[str] | None, out_dir) -> str:
+    """The command that continues an interrupted run: the same one, with its --out."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not any(a in ("--out", "-o") or a.startswith("--out=") for a in args):
+        args += ["--out", str(out_dir)]
+    return shlex.join(["stxbench", *args])
+
+
 def main(argv: list[str] | None = None) -> None:
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # `-p module` finds modules in the current directory, like python -m
@@ -60,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as exc:
         common.err_line(f"error: {exc}")
         sys.exit(2)
+    except RunInterrupted as exc:
+        common.err_line(f"error: {exc}; resume with: {resume_command(argv, exc.out_dir)}")
+        sys.exit(exc.exit_code)
     except RunFailed as exc:
         common.err_line(f"error: {exc}")
         sys.exit(1)

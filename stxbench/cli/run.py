@@ -11,7 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tabulate import tabulate
 
 from stxbench.cli import app, common
-from stxbench.errors import RunFailed
+from stxbench.checkpoints import RUN_CHECKPOINT
+from stxbench.errors import RunFailed, UsageError
 from stxbench.launch import check_before_launch, launch
 from stxbench.protocol import DEFAULT_PROTOCOL
 from stxbench.record import Record
@@ -27,14 +28,14 @@ class RichReporter:
         self.progress: Progress | None = None
         self.task = None
 
-    def start(self, stage: str, total_steps: int) -> None:
+    def start(self, stage: str, total_steps: int, completed: int = 0) -> None:
         self.progress = Progress(
             TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
             console=self.console,
         )
         self.progress.start()
-        self.task = self.progress.add_task(stage, total=total_steps, loss="-")
+        self.task = self.progress.add_task(stage, total=total_steps, completed=completed, loss="-")
 
     def advance(self, loss: float) -> None:
         self.progress.update(self.task, advance=1, loss=f"{loss:.4f}")
@@ -97,13 +98,19 @@ def run_command(
         help="DataLoader workers for file-backed datasets [default: 0 on CPU, up to 8 per GPU]."),
     nproc: int | None = typer.Option(None, "--nproc",
         help="Data-parallel processes on this machine, started with torchrun (one per GPU with --device cuda)."),
+    resume: bool = typer.Option(False, "--resume",
+        help="Continue the interrupted run in --out (rerunning with the same --out does so too; "
+        "--resume also insists that there is a checkpoint)."),
 ) -> None:
-    """Train (dense, cached), prune, swap the neuron, fine-tune, evaluate; write result.json."""
+    """Train (dense, cached), prune, swap the neuron, fine-tune, evaluate; write result.json.
+    Every epoch is checkpointed in --out, so a killed or interrupted run resumes where it stopped."""
     host = common.host()
+    out_dir = out or default_out_dir(protocol, neuron, pruner, backend, seed)
+    check_out_dir(out_dir, resume)
     config = resolve(
         host, protocol=protocol, neuron=neuron, pruner=pruner, backend=backend, seed=seed,
         settings=settings, device=device,
-        out_dir=out or default_out_dir(protocol, neuron, pruner, backend, seed),
+        out_dir=out_dir,
         cache_dir=cache_dir or default_cache_dir(), threads=threads, data_root=data_root,
         counts=not no_counts, plugins=common.STATE.plugins, precision=precision, workers=workers,
     )
@@ -118,6 +125,13 @@ def run_command(
     record = execute(config, host, reporter=reporter, warn=lambda line: common.err_line(f"warning: {line}"))
     if record is not None:  # rank 0 of a torchrun job, or a plain run
         typer.echo(summary_table(record, config.out_dir / RESULT_FILE))
+
+
+def check_out_dir(out_dir: Path, resume: bool) -> None:
+    if (out_dir / RESULT_FILE).exists():
+        raise UsageError(f"--out {out_dir} already holds a finished run ({RESULT_FILE}); choose another --out")
+    if resume and not (out_dir / RUN_CHECKPOINT).exists():
+        raise UsageError(f"--resume: {out_dir} holds no checkpoint ({RUN_CHECKPOINT}) to resume")
 
 
 def child_args(config: RunConfig, protocol: str, settings: list[str], quiet: bool) -> list[str]:

@@ -9,6 +9,13 @@ import torch
 from torch import Tensor, nn
 
 from stxbench.api import MakeNeuron, NeuronSite
+from stxbench.errors import RunFailed
+
+
+def _checked(impl: object, site: NeuronSite) -> nn.Module:
+    if not isinstance(impl, nn.Module):
+        raise RunFailed(f"the backend built a {type(impl).__name__} for {site.name}, not a torch.nn.Module")
+    return impl
 
 
 class NeuronSlot(nn.Module):
@@ -24,13 +31,13 @@ class NeuronSlot(nn.Module):
         super().__init__()
         self.site = site
         self.make_neuron = make_neuron
-        self.impl = make_neuron(site)
+        self.impl = _checked(make_neuron(site), site)
 
     def rebuild(self, make_neuron: MakeNeuron, channels: int | None = None) -> None:
         if channels is not None:
             self.site = replace(self.site, channels=channels)
         self.make_neuron = make_neuron
-        self.impl = make_neuron(self.site)
+        self.impl = _checked(make_neuron(self.site), self.site)
 
     @torch.no_grad()
     def keep_channels(self, index: Tensor) -> None:
