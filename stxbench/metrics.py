@@ -101,7 +101,8 @@ class FiringRates:
 
     def _hook(self, name: str):
         def hook(module, inputs, output):
-            self.spikes[name] += float(output.detach().sum())
+            # in float64: a bf16 (autocast) sum would round the count to 8 significant bits
+            self.spikes[name] += float(output.detach().sum(dtype=torch.float64))
             self.elements[name] += output.numel()
 
         return hook

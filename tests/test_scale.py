@@ -126,3 +126,27 @@ def test_builtin_protocols_and_their_listing(cli):
     assert rows["fashion-mnist"][1:6] == ["fashion-mnist", "spikformer-1-32", "4", "10+3", "yes"]
     assert rows["cifar100-spikformer-4-384"][1:7] == ["cifar100", "spikformer-4-384", "4", "300+30", "no", "(GPU)"]
     assert rows["cifar10dvs-spikformer-2-256"][1:5] == ["cifar10-dvs", "spikformer-2-256", "16", "106+20"]
+
+
+def test_firing_rates_count_exactly_under_bf16_autocast():
+    """A bf16 sum of 300001 spikes is 299008: the count must not be taken in the output dtype."""
+    from stxbench.api import NeuronSite
+    from stxbench.metrics import FiringRates
+    from stxbench.models.base import NeuronSlot, SpikingModel
+
+    class AllFire(torch.nn.Module):
+        def forward(self, x):
+            return torch.ones_like(x, dtype=torch.bfloat16)
+
+    class OneLayer(SpikingModel):
+        def __init__(self):
+            super().__init__()
+            self.neuron = NeuronSlot(NeuronSite("neuron", 1, -1), lambda site: AllFire())
+
+        def forward(self, x):
+            return self.neuron(x)
+
+    model = OneLayer()
+    with FiringRates(model) as rates:
+        model(torch.zeros(300_001, 1))
+    assert rates.overall() == 1.0
