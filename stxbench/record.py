@@ -108,6 +108,15 @@ class Timing(_Strict):
     samples_per_s: float  # evaluation throughput
 
 
+class CompileInfo(_Strict):
+    """``--compile``: how the run's neuron layers ran (`stxbench.compile`)."""
+
+    target: Literal["neurons"]  # what was compiled
+    fallback: str | None  # why the run went on eager, if it did; None: compiled throughout
+    graphs: int = Field(ge=0)  # graphs this run traced (kernel cache hits included)
+    compile_s: float = Field(ge=0)  # wall time of the calls that compiled, inside dense/finetune_s
+
+
 class Provenance(_Strict):
     stxbench: str
     python: str
@@ -116,6 +125,7 @@ class Provenance(_Strict):
     platform: str
     device: str
     threads: int
+    compile: CompileInfo | None = None  # None: eager (no --compile)
     git_commit: str | None
     plugin_sha256: dict[str, str]
     checkpoint_sha256: str

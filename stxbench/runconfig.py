@@ -35,6 +35,7 @@ class RunConfig:
     data_root: str | None = None
     counts: bool = True
     plugins: tuple[str, ...] = field(default_factory=tuple)
+    compile: bool = False  # neuron layers through torch.compile (stxbench.compile)
 
     @property
     def surrogate(self) -> Surrogate:
@@ -109,6 +110,7 @@ def resolve(
     data_root: str | None = None,
     counts: bool = True,
     plugins: tuple[str, ...] = (),
+    compile: bool | None = None,
 ) -> RunConfig:
     protocol_overrides, given_params = split_settings(settings)
     proto = load_protocol(protocol, protocol_overrides)
@@ -146,4 +148,5 @@ def resolve(
         data_root=data_root,
         counts=counts,
         plugins=tuple(plugins),
+        compile=proto.compile if compile is None else compile,
     )

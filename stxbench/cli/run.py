@@ -89,6 +89,8 @@ def run_command(
     data_root: str | None = typer.Option(None, "--data-root", help="Folder holding a dataset that does not ship with a package."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     no_counts: bool = typer.Option(False, "--no-counts", help="Skip op counting: the record holds no counts and no energy."),
+    compile: bool | None = typer.Option(None, "--compile/--no-compile",
+        help="Run the neuron layers through torch.compile (same results; compiling costs seconds to a minute, cached) [default: the protocol's]."),
 ) -> None:
     """Train (dense, cached), prune, swap the neuron, fine-tune, evaluate; write result.json."""
     host = common.host()
@@ -97,7 +99,7 @@ def run_command(
         settings=settings, device=device,
         out_dir=out or default_out_dir(protocol, neuron, pruner, backend, seed),
         cache_dir=cache_dir or default_cache_dir(), threads=threads, data_root=data_root,
-        counts=not no_counts, plugins=common.STATE.plugins,
+        counts=not no_counts, plugins=common.STATE.plugins, compile=compile,
     )
     console = Console(stderr=True)
     reporter = None if quiet else RichReporter(console)
