@@ -261,9 +261,11 @@ class Dataset(ABC):
     needs_root: ClassVar[bool] = False
 
     @abstractmethod
-    def load(self, root: str | None) -> DataSplits:
+    def load(self, root: str | None, **options) -> DataSplits:
         """Return the splits. A missing or incomplete folder raises `UsageError` naming the
-        expected layout and the first missing file."""
+        expected layout and the first missing file. ``options`` come from the protocol's
+        ``[data.options]`` (plus ``frames = T`` for event data); the host passes none when the
+        protocol sets none, and an unknown option is a `UsageError`."""
 
 
 # --------------------------------------------------------------------------------------------

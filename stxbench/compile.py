@@ -22,7 +22,7 @@ cell cannot be traced whole; its pieces are still compiled). dynamo gives up on 
 ``recompile_limit`` graphs and then *silently* runs it eager; here that limit is raised to
 `RECOMPILE_LIMIT` and hitting it raises, like any other failure to compile (inductor finds no
 C++ compiler, dynamo cannot trace a backend's code): the run goes on eager from that call,
-prints one warning line and records the reason (``provenance.compile.fallback``). Compiled
+prints one warning line and records the reason (``provenance.execution.compile.fallback``). Compiled
 and eager neurons compute the same spikes, so only speed is lost.
 
 Same results: compiled LIF and PLIF train bit-identically to eager on the CPU (a test checks

@@ -89,7 +89,9 @@ def stxbench_add_datasets() -> list[Dataset]:
 
     A `stxbench.api.Dataset` loads real data from an installed package or from the user's
     folder (``--data-root``) and never touches the network. A missing or incomplete folder
-    raises `UsageError` naming the expected layout and the first missing file.
+    raises `UsageError` naming the expected layout and the first missing file. Protocol options
+    (``[data.options]``, plus ``frames = T`` for event data) arrive as keyword arguments of
+    ``load``; `stxbench.datasets` has helpers (folder checks, seeded crop/flip, normalisation).
     """
 
 

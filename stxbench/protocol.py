@@ -33,6 +33,9 @@ class DataSection(_Section):
     #: how a static sample becomes a spike-train input: repeated over T ("direct"), or the
     #: dataset already provides T frames per sample ("frames").
     encoding: Literal["direct", "frames"] = "direct"
+    #: options the dataset plugin accepts (``train_samples = 10000``); with encoding "frames"
+    #: the host adds ``frames = model.T``
+    options: dict[str, int | float | str | bool] = Field(default_factory=dict)
 
 
 class ModelSection(_Section):
@@ -55,6 +58,12 @@ class StageSection(_Section):
     warmup_epochs: float = Field(default=0.0, ge=0)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     grad_clip: float | None = Field(default=None, gt=0)
+    #: cosine decays to this learning rate (timm's min_lr)
+    min_lr: float = Field(default=0.0, ge=0)
+    #: mixup alpha (batch mode, lambda ~ Beta(alpha, alpha), as timm's Mixup); 0 = off
+    mixup: float = Field(default=0.0, ge=0)
+    #: mixup only during the first N epochs (Spikformer's mixup_off_epoch); None = every epoch
+    mixup_epochs: int | None = Field(default=None, ge=0)
 
 
 class EvalSection(_Section):
@@ -88,8 +97,18 @@ class Protocol(_Section):
     #: eager runs compute (bit for bit for LIF and PLIF on the CPU).
     compile: bool = False
 
+    def _dump(self, **kwargs: Any) -> dict[str, Any]:
+        """``model_dump`` without the fields added after protocols were first hashed, where they
+        hold their defaults: a protocol that does not use them keeps its hash and cache keys."""
+        data = self.model_dump(mode="json", **kwargs)
+        for section, defaults in LATER_DEFAULTS.items():
+            for key, default in defaults.items():
+                if section in data and data[section].get(key, default) == default:
+                    data[section].pop(key, None)
+        return data
+
     def canonical(self) -> str:
-        data = self.model_dump(mode="json", exclude=NOT_HASHED)
+        data = self._dump(exclude=NOT_HASHED)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def sha256(self) -> str:
@@ -98,9 +117,18 @@ class Protocol(_Section):
     def dense_key(self, seed: int, backend: str) -> str:
         """What the dense checkpoint depends on: data, model, stage-1 recipe, seed, backend.
         Fine-tuning and pruner settings are left out, so they can vary over one cached model."""
-        data = self.model_dump(mode="json", include={"data", "model", "train"})
+        data = self._dump(include={"data", "model", "train"})
         data.update(seed=seed, backend=backend)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+_LATER_STAGE_DEFAULTS = {"min_lr": 0.0, "mixup": 0.0, "mixup_epochs": None}
+#: section -> {field: default} for fields added after the first protocols were published
+LATER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "data": {"options": {}},
+    "train": _LATER_STAGE_DEFAULTS,
+    "finetune": _LATER_STAGE_DEFAULTS,
+}
 
 
 # -- discovery ------------------------------------------------------------------------------
@@ -150,7 +178,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     """Set dotted keys (``train.epochs``) in a copy of a raw protocol dict; unknown keys fail."""
     out = json.loads(json.dumps(raw))
     keys = valid_keys()
-    dict_fields = {"model.options", "pruners"}  # free-form tables
+    dict_fields = {"data.options", "model.options", "pruners"}  # free-form tables
     for key, value in overrides.items():
         if key in ("name", "description"):
             raise UsageError(f"--set {key}: a protocol's {key} cannot be overridden")

@@ -117,6 +117,27 @@ class CompileInfo(_Strict):
     compile_s: float = Field(ge=0)  # wall time of the calls that compiled, inside dense/finetune_s
 
 
+class CudnnInfo(_Strict):
+    version: int | None
+    enabled: bool
+    benchmark: bool
+    deterministic: bool
+    allow_tf32: bool  # cuDNN convolutions may use TF32
+    matmul_allow_tf32: bool  # CUDA matmuls may use TF32
+
+
+class ExecutionInfo(_Strict):
+    """How the run executed: numerics and parallelism that can move the numbers."""
+
+    precision: Literal["fp32", "bf16"]  # bf16: forward passes under torch.autocast(bfloat16)
+    world_size: int = Field(ge=1)  # data-parallel processes (torchrun)
+    dist_backend: Literal["gloo", "nccl"] | None  # None for one process
+    data_workers: int = Field(ge=0)
+    pin_memory: bool
+    cudnn: CudnnInfo | None  # None on a CPU
+    compile: CompileInfo | None = None  # None: eager (no --compile)
+
+
 class Provenance(_Strict):
     stxbench: str
     python: str
@@ -125,7 +146,7 @@ class Provenance(_Strict):
     platform: str
     device: str
     threads: int
-    compile: CompileInfo | None = None  # None: eager (no --compile)
+    execution: ExecutionInfo | None = None  # None only in records older than this field
     git_commit: str | None
     plugin_sha256: dict[str, str]
     checkpoint_sha256: str

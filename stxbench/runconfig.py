@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from stxbench.api import Surrogate
 from stxbench.energy import cost_model
 from stxbench.errors import UsageError
+from stxbench.execution import resolve_precision
 from stxbench.host import PluginHost
 from stxbench.protocol import DEFAULT_PROTOCOL, Protocol, load_protocol, parse_value
 
@@ -35,6 +36,8 @@ class RunConfig:
     data_root: str | None = None
     counts: bool = True
     plugins: tuple[str, ...] = field(default_factory=tuple)
+    precision: str = "fp32"  # fp32 or bf16 (autocast)
+    workers: int | None = None  # DataLoader workers; None: 0 on CPUs, up to 8 per GPU process
     compile: bool = False  # neuron layers through torch.compile (stxbench.compile)
 
     @property
@@ -110,6 +113,8 @@ def resolve(
     data_root: str | None = None,
     counts: bool = True,
     plugins: tuple[str, ...] = (),
+    precision: str = "auto",
+    workers: int | None = None,
     compile: bool | None = None,
 ) -> RunConfig:
     protocol_overrides, given_params = split_settings(settings)
@@ -128,9 +133,12 @@ def resolve(
     cost_model(proto.energy_model)  # an unknown energy model is a usage error, before any work
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
+    if workers is not None and workers < 0:
+        raise UsageError(f"--workers must be >= 0, got {workers}")
     seed = proto.seeds[0] if seed is None else seed
     if seed < 0:
         raise UsageError(f"--seed must be >= 0, got {seed}")
+    device = resolve_device(device)
     return RunConfig(
         protocol=proto,
         protocol_sha256=proto.sha256(),
@@ -141,12 +149,14 @@ def resolve(
         pruner_params=params,
         backend=backend,
         seed=seed,
-        device=resolve_device(device),
+        device=device,
         out_dir=out_dir,
         cache_dir=cache_dir,
         threads=threads,
         data_root=data_root,
         counts=counts,
         plugins=tuple(plugins),
+        precision=resolve_precision(precision, device),
+        workers=workers,
         compile=proto.compile if compile is None else compile,
     )

@@ -3,6 +3,7 @@ fine-tuning -> evaluation -> record."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import sys
@@ -17,13 +18,27 @@ from stxbench import metrics
 from stxbench.api import Backend, DataSplits, NeuronSpec, Surrogate
 from stxbench.compile import compile_neurons, first_batch
 from stxbench.counting import count_test_head
+from stxbench.data import load_splits
 from stxbench.energy import cost_model, energy_of
-from stxbench.errors import RunFailed, UsageError
+from stxbench.errors import RunFailed
+from stxbench.execution import (
+    Execution,
+    barrier,
+    broadcast_flag,
+    broadcast_state,
+    check_distributed,
+    configure_cuda,
+    cudnn_settings,
+    process_device,
+    process_group,
+    resolve_workers,
+)
 from stxbench.host import PluginHost
 from stxbench.models.base import SpikingModel
 from stxbench.provenance import device_name, git_commit, now_utc, sha256_file
 from stxbench.record import (
     ConfigInfo,
+    ExecutionInfo,
     Metrics,
     Provenance,
     ProtocolInfo,
@@ -57,11 +72,14 @@ class Run:
     surrogate: Surrogate
     reporter: Reporter
     warn: Callable[[str], None]
+    execution: Execution = Execution()
 
     def make_neuron_factory(self, spec: NeuronSpec):
         return lambda site: self.backend.make_neuron(spec, site, self.surrogate)
 
     def notify(self, hook: str, **kwargs) -> None:
+        if not self.execution.is_main:
+            return  # observers see one run, not one per process
         for line in self.host.notify(hook, **kwargs):
             self.warn(line)
 
@@ -89,8 +107,12 @@ def build_model(run: Run) -> SpikingModel:
 # -- stage 1 ------------------------------------------------------------------------------
 
 
-def dense_checkpoint_path(config: RunConfig) -> Path:
+def dense_checkpoint_path(config: RunConfig, execution: Execution = Execution()) -> Path:
     key = config.protocol.dense_key(config.seed, config.backend)
+    variant = {k: v for k, v in (("precision", execution.precision), ("world_size", execution.world_size))
+               if v != getattr(Execution, k)}
+    if variant:  # bf16 or data-parallel training gives other weights than the default
+        key = hashlib.sha256(f"{key}{sorted(variant.items())}".encode()).hexdigest()
     return config.cache_dir / "dense" / f"{config.protocol.name}-{key[:24]}.pt"
 
 
@@ -117,10 +139,14 @@ def _save_checkpoint(path: Path, model: SpikingModel) -> None:
 
 
 def stage_dense(run: Run, model: SpikingModel) -> tuple[float | None, Path]:
-    """Train the dense model with the base neuron, or load it from the cache."""
-    path = dense_checkpoint_path(run.config)
-    if _load_checkpoint(path, model, run.warn):
+    """Train the dense model with the base neuron, or load it from the cache. In a distributed
+    run rank 0 reads and writes the cache and the others take its weights."""
+    ex = run.execution
+    path = dense_checkpoint_path(run.config, ex)
+    cached = ex.is_main and _load_checkpoint(path, model, run.warn)
+    if broadcast_flag(cached, ex, run.device):
         model.to(run.device)
+        broadcast_state(model, ex)
         return None, path
     result = train_stage(
         model,
@@ -131,8 +157,11 @@ def stage_dense(run: Run, model: SpikingModel) -> tuple[float | None, Path]:
         device=run.device,
         reporter=run.reporter,
         on_epoch_end=run.on_epoch_end("dense"),
+        execution=ex,
     )
-    _save_checkpoint(path, model)
+    if ex.is_main:
+        _save_checkpoint(path, model)
+    broadcast_state(model, ex)  # the others wait here while rank 0 writes
     return result.seconds, path
 
 
@@ -159,6 +188,7 @@ def stage_finetune(run: Run, model: SpikingModel) -> float:
         device=run.device,
         reporter=run.reporter,
         on_epoch_end=run.on_epoch_end("finetune"),
+        execution=run.execution,
     )
     run.host.pruner(run.config.pruner).finalize(model)
     return result.seconds
@@ -172,39 +202,61 @@ def execute(
     host: PluginHost,
     reporter: Reporter | None = None,
     warn: Callable[[str], None] = lambda line: print(f"warning: {line}", file=sys.stderr),
-) -> Record:
-    """Run every stage and write ``<out>/result.json``. Returns the validated record."""
+) -> Record | None:
+    """Run every stage and write ``<out>/result.json``. Returns the validated record (None on
+    the processes of a distributed run other than rank 0, which write nothing)."""
+    with process_group(config.device) as env:
+        rank, world, local_rank = env or (0, 1, 0)
+        execution = Execution(
+            precision=config.precision,
+            workers=resolve_workers(config.workers, config.device, world),
+            pin_memory=config.device.startswith("cuda"),
+            rank=rank, world_size=world, local_rank=local_rank,
+        )
+        if not execution.is_main:
+            reporter, warn = NullReporter(), lambda line: None
+        record = _execute(config, host, execution, reporter or NullReporter(), warn)
+        barrier(execution)  # the others wait until rank 0 has written the record
+        return record
+
+
+def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter: Reporter,
+             warn: Callable[[str], None]) -> Record | None:
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     proto = config.protocol
-    dataset = host.dataset(proto.data.dataset)
-    splits = dataset.load(config.data_root)
-    if splits.temporal != (proto.data.encoding == "frames"):
-        raise UsageError(
-            f"protocol {proto.name}: encoding '{proto.data.encoding}' does not fit dataset "
-            f"'{proto.data.dataset}' ({'frames' if splits.temporal else 'static samples'})"
-        )
+    splits = load_splits(proto, host, config.data_root)
+    if execution.distributed:
+        check_distributed([proto.train.batch_size, proto.finetune.batch_size], len(splits.train),
+                          execution.world_size)
+    device = process_device(config.device, execution)
+    configure_cuda(device)
     backend = host.backend(config.backend)
-    run = Run(config, host, torch.device(config.device), splits, backend, config.surrogate,
-              reporter or NullReporter(), warn)
+    run = Run(config, host, device, splits, backend, config.surrogate, reporter, warn, execution)
     run.notify("stxbench_run_start", config=config)
+    main = execution.is_main
 
     model = build_model(run)
     compiler = compile_neurons(model, config.cache_dir, warn) if config.compile else None
     params_total = metrics.count_parameters(model)
     shapes = metrics.dense_shapes(model)
     dense_s, checkpoint = stage_dense(run, model)
-    accuracy_dense = evaluate(model, splits, proto.eval.batch_size, run.device).accuracy
+    # Evaluation runs on rank 0 alone, over the whole test split, exactly as in one process.
+    if main:
+        accuracy_dense = evaluate(model, splits, proto.eval.batch_size, run.device, execution).accuracy
 
     stage_prune(run, model)
-    accuracy_pruned = evaluate(model, splits, proto.eval.batch_size, run.device).accuracy
+    if main:
+        accuracy_pruned = evaluate(model, splits, proto.eval.batch_size, run.device, execution).accuracy
     finetune_s = stage_finetune(run, model)
+    if not main:
+        return None
 
     if compiler:  # compile the final neurons' evaluation graphs outside the timed evaluation
-        evaluate(model, first_batch(splits, proto.eval.batch_size), proto.eval.batch_size, run.device)
+        evaluate(model, first_batch(splits, proto.eval.batch_size), proto.eval.batch_size, run.device, execution)
     with metrics.FiringRates(model) as rates:
-        final = evaluate(model, splits, proto.eval.batch_size, run.device)
+        final = evaluate(model, splits, proto.eval.batch_size, run.device, execution)
     stats = metrics.matrix_stats(model, shapes)
     counts = None
     if config.counts:  # a pass of its own, so that eval timing stays free of counting
@@ -242,7 +294,13 @@ def execute(
             platform=platform.platform(),
             device=device_name(run.device),
             threads=torch.get_num_threads(),
-            compile=compiler.info() if compiler else None,
+            execution=ExecutionInfo(
+                precision=execution.precision, world_size=execution.world_size,
+                dist_backend=torch.distributed.get_backend() if execution.distributed else None,
+                data_workers=execution.workers, pin_memory=execution.pin_memory,
+                cudnn=cudnn_settings(run.device),
+                compile=compiler.info() if compiler else None,
+            ),
             git_commit=git_commit(),
             plugin_sha256=host.plugin_sha256(used_components(config, host)),
             checkpoint_sha256=sha256_file(checkpoint),

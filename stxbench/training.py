@@ -15,6 +15,7 @@ from torch import nn
 
 from stxbench.api import DataSplits
 from stxbench.errors import RunFailed
+from stxbench.execution import Execution, all_reduce_sums, derive_seed, wrap_data_parallel
 from stxbench.protocol import StageSection
 
 
@@ -43,20 +44,36 @@ def batches(
     shuffle: bool,
     drop_last: bool,
     generator: torch.Generator | None = None,
+    shard: tuple[int, int] = (0, 1),
+    workers: int = 0,
+    pin_memory: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of ``(x, y)``. In-memory tensors are sliced directly (no per-sample collation);
-    other datasets go through a DataLoader."""
+    other datasets go through a DataLoader (``workers`` processes, pinned memory if asked).
+
+    The order is drawn from ``generator``; with ``shard=(rank, world)`` every global batch of
+    ``batch_size`` is cut into ``world`` equal slices and this process gets slice ``rank``
+    (`DistributedSampler`'s contract: the same generator seed on every process, the union of
+    the slices is the single-process batch)."""
+    rank, world = shard
     tensors = _fast_tensors(dataset)
     n = len(dataset)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last else n
+    index_batches = []
+    for start in range(0, stop, batch_size):
+        idx = order[start : start + batch_size]
+        if world > 1:
+            per = len(idx) // world
+            idx = idx[rank * per : (rank + 1) * per]
+        index_batches.append(idx)
     if tensors is not None:
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
-            idx = order[start : start + batch_size]
+        for idx in index_batches:
             yield tensors[0][idx], tensors[1][idx]
         return
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator
+        dataset, batch_sampler=[idx.tolist() for idx in index_batches], num_workers=workers,
+        pin_memory=pin_memory,
     )
     yield from loader
 
@@ -94,14 +111,15 @@ def make_optimizer(model: nn.Module, stage: StageSection) -> torch.optim.Optimiz
     return torch.optim.SGD(groups, lr=stage.lr, momentum=stage.momentum)
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Linear warm-up over ``warmup`` steps, then constant or cosine decay to 0 at ``total``."""
+def lr_factor(step: int, total: int, warmup: int, schedule: str, floor: float = 0.0) -> float:
+    """Linear warm-up over ``warmup`` steps, then constant or cosine decay to ``floor`` (a
+    fraction of the base rate) at ``total``."""
     if warmup and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant" or total <= warmup:
         return 1.0
     progress = (step - warmup) / (total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 class Reporter(TypingProtocol):
@@ -135,6 +153,18 @@ def _to_input(x: torch.Tensor, splits: DataSplits, device: torch.device) -> torc
     return splits.prepare(x) if splits.prepare else x
 
 
+def mixup(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """timm's batch-mode mixup: one ``lam ~ Beta(alpha, alpha)`` per batch, each sample mixed
+    with the batch reversed; targets become the mixed one-hot vectors (label smoothing is
+    applied to them by the loss, which commutes with the mixing)."""
+    lam = float(rng.beta(alpha, alpha))
+    x = x * lam + x.flip(0) * (1.0 - lam)
+    one_hot = nn.functional.one_hot(y, num_classes).to(torch.float32)
+    return x, one_hot * lam + one_hot.flip(0) * (1.0 - lam)
+
+
 def train_stage(
     model: nn.Module,
     splits: DataSplits,
@@ -145,19 +175,29 @@ def train_stage(
     device: torch.device,
     reporter: Reporter,
     on_epoch_end: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
+    execution: Execution = Execution(),
 ) -> StageResult:
-    """Train ``model`` for one stage. A non-finite loss stops the run (`RunFailed`)."""
-    torch.manual_seed(stage_seed(seed, name))
-    generator = torch.Generator().manual_seed(stage_seed(seed, name))
+    """Train ``model`` for one stage. A non-finite loss stops the run (`RunFailed`).
+
+    Randomness: the sample order of epoch ``e`` comes from a generator seeded with
+    ``(stage seed, e)``, identical on every process; augmentation and mixup draw from streams
+    seeded with ``(stage seed, rank)``."""
+    base_seed = stage_seed(seed, name)
+    torch.manual_seed(base_seed)
+    generator = torch.Generator().manual_seed(derive_seed(base_seed, execution.rank))
+    mix_rng = np.random.default_rng(derive_seed(base_seed, execution.rank, 1))
+    world = execution.world_size
     drop_last = len(splits.train) >= stage.batch_size  # fixed batch shapes, unless tiny
     per_epoch = steps_per_epoch(splits.train, stage.batch_size, drop_last)
     total = per_epoch * stage.epochs
     warmup = round(stage.warmup_epochs * per_epoch)
     optimizer = make_optimizer(model, stage)
+    floor = stage.min_lr / stage.lr
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total, warmup, stage.schedule)
+        optimizer, lambda step: lr_factor(step, total, warmup, stage.schedule, floor)
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=stage.label_smoothing)
+    net = wrap_data_parallel(model, execution, device)
     reporter.start(name, total)
     start = time.perf_counter()
     step = 0
@@ -166,13 +206,23 @@ def train_stage(
     try:
         for epoch in range(stage.epochs):
             loss_sum, correct, seen = 0.0, 0, 0
-            for x, y in batches(splits.train, stage.batch_size, shuffle=True, drop_last=drop_last, generator=generator):
+            order = torch.Generator().manual_seed(derive_seed(base_seed, epoch))
+            mixing = stage.mixup > 0 and (stage.mixup_epochs is None or epoch < stage.mixup_epochs)
+            for x, y in batches(
+                splits.train, stage.batch_size, shuffle=True, drop_last=drop_last, generator=order,
+                shard=(execution.rank, world), workers=execution.workers,
+                pin_memory=execution.pin_memory,
+            ):
                 x = _to_input(x, splits, device)
                 if splits.augment is not None:
                     x = splits.augment(x, generator)
                 y = y.to(device, non_blocking=True)
-                logits = model(x)
-                loss = criterion(logits, y)
+                target = y
+                if mixing:
+                    x, target = mixup(x, y, splits.num_classes, stage.mixup, mix_rng)
+                with execution.autocast(device):
+                    logits = net(x)
+                    loss = criterion(logits.float(), target)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
                     raise RunFailed(
@@ -190,6 +240,7 @@ def train_stage(
                 correct += (logits.argmax(1) == y).sum().item()
                 seen += len(y)
                 reporter.advance(loss_value)
+            loss_sum, correct, seen = all_reduce_sums([loss_sum, correct, seen], execution, device)
             on_epoch_end(epoch + 1, {"loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)})
     finally:
         reporter.finish()
@@ -206,13 +257,21 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, splits: DataSplits, batch_size: int, device: torch.device) -> EvalResult:
+def evaluate(
+    model: nn.Module, splits: DataSplits, batch_size: int, device: torch.device,
+    execution: Execution = Execution(),
+) -> EvalResult:
+    """Accuracy over the whole test split, in this process (rank 0 of a distributed run)."""
     model.eval()
     start = time.perf_counter()
     preds = []
     correct = 0
-    for x, y in batches(splits.test, batch_size, shuffle=False, drop_last=False):
-        pred = model(_to_input(x, splits, device)).argmax(1).cpu()
+    for x, y in batches(
+        splits.test, batch_size, shuffle=False, drop_last=False, workers=execution.workers,
+        pin_memory=execution.pin_memory,
+    ):
+        with execution.autocast(device):
+            pred = model(_to_input(x, splits, device)).argmax(1).cpu()
         correct += (pred == y).sum().item()
         preds.append(pred)
     seconds = time.perf_counter() - start

@@ -75,10 +75,10 @@ def test_protocol_default_compiles_and_equals_eager(cli, protocols, eager_record
     assert result.code == 0, result.stderr
     assert result.stderr == ""
     record = json.loads((tmp_path / "run" / "result.json").read_text())
-    info = record["provenance"]["compile"]
+    info = record["provenance"]["execution"]["compile"]
     assert info["target"] == "neurons" and info["fallback"] is None
     assert info["graphs"] == TINY_GRAPHS  # nothing recompiled per batch, stage or evaluation
-    assert eager_record["provenance"]["compile"] is None
+    assert eager_record["provenance"]["execution"]["compile"] is None
     # the dense checkpoint trained compiled is byte-identical, and so is everything after it
     same_results(record, eager_record)
 
@@ -88,7 +88,7 @@ def test_no_compile_flag_overrides_protocol_default(cli, protocols, eager_record
                  str(tmp_path / "c"), "--out", str(tmp_path / "run"), "-q")
     assert result.code == 0, result.stderr
     record = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert record["provenance"]["compile"] is None
+    assert record["provenance"]["execution"]["compile"] is None
     same_results(record, eager_record)
 
 
@@ -181,7 +181,7 @@ def test_compile_failure_falls_back_with_one_recorded_warning(cli, protocols, ea
                                "InvalidCxxCompiler")
     assert lines[0].endswith("running eager from here (same results, slower)")
     record = json.loads((tmp_path / "run" / "result.json").read_text())
-    info = record["provenance"]["compile"]
+    info = record["provenance"]["execution"]["compile"]
     assert info["fallback"].startswith("LIFFamilyNeuron: InductorError: InvalidCxxCompiler: No working C++ compiler")
     assert info["graphs"] == 0
     same_results(record, eager_record)

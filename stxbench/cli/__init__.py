@@ -45,6 +45,7 @@ def _register() -> None:
         listing,
         parity,
         run,
+        sweep,
     )
 
 

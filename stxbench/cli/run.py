@@ -11,9 +11,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tabulate import tabulate
 
 from stxbench.cli import app, common
+from stxbench.errors import RunFailed
+from stxbench.launch import check_before_launch, launch
 from stxbench.protocol import DEFAULT_PROTOCOL
 from stxbench.record import Record
-from stxbench.runconfig import resolve
+from stxbench.runconfig import RunConfig, resolve
 from stxbench.runner import RESULT_FILE, default_cache_dir, execute
 
 
@@ -89,6 +91,12 @@ def run_command(
     data_root: str | None = typer.Option(None, "--data-root", help="Folder holding a dataset that does not ship with a package."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     no_counts: bool = typer.Option(False, "--no-counts", help="Skip op counting: the record holds no counts and no energy."),
+    precision: str = typer.Option("auto", "--precision",
+        help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 (autocast, also on CPU)."),
+    workers: int | None = typer.Option(None, "--workers",
+        help="DataLoader workers for file-backed datasets [default: 0 on CPU, up to 8 per GPU]."),
+    nproc: int | None = typer.Option(None, "--nproc",
+        help="Data-parallel processes on this machine, started with torchrun (one per GPU with --device cuda)."),
     compile: bool | None = typer.Option(None, "--compile/--no-compile",
         help="Run the neuron layers through torch.compile (same results; compiling costs seconds to a minute, cached) [default: the protocol's]."),
 ) -> None:
@@ -99,9 +107,35 @@ def run_command(
         settings=settings, device=device,
         out_dir=out or default_out_dir(protocol, neuron, pruner, backend, seed),
         cache_dir=cache_dir or default_cache_dir(), threads=threads, data_root=data_root,
-        counts=not no_counts, plugins=common.STATE.plugins, compile=compile,
+        counts=not no_counts, plugins=common.STATE.plugins, precision=precision, workers=workers,
+        compile=compile,
     )
+    if nproc is not None:
+        check_before_launch(config, host, nproc)
+        code = launch(nproc, config.plugins, child_args(config, protocol, settings, quiet))
+        if code:
+            raise RunFailed(f"torchrun with {nproc} processes failed (exit {code}); see its output above")
+        return
     console = Console(stderr=True)
     reporter = None if quiet else RichReporter(console)
     record = execute(config, host, reporter=reporter, warn=lambda line: common.err_line(f"warning: {line}"))
-    typer.echo(summary_table(record, config.out_dir / RESULT_FILE))
+    if record is not None:  # rank 0 of a torchrun job, or a plain run
+        typer.echo(summary_table(record, config.out_dir / RESULT_FILE))
+
+
+def child_args(config: RunConfig, protocol: str, settings: list[str], quiet: bool) -> list[str]:
+    """The ``stxbench run`` arguments every torchrun process gets: the resolved run, pinned
+    (seed, output folder) so that all processes agree."""
+    args = [
+        "--protocol", protocol, "--neuron", config.neuron, "--pruner", config.pruner,
+        "--backend", config.backend, "--seed", str(config.seed), "--device", config.device,
+        "--precision", config.precision, "--out", str(config.out_dir),
+        "--cache-dir", str(config.cache_dir), "--compile" if config.compile else "--no-compile",
+    ]
+    for item in settings:
+        args += ["--set", item]
+    for flag, value in (("--threads", config.threads), ("--data-root", config.data_root),
+                        ("--workers", config.workers)):
+        if value is not None:
+            args += [flag, str(value)]
+    return args + (["--quiet"] if quiet else [])

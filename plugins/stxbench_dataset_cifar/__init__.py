@@ -1,0 +1,182 @@
+"""Datasets ``cifar10`` and ``cifar100`` from the user's folder (``--data-root DIR``).
+
+Either official release is read, without torchvision::
+
+    DIR/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}   (python pickles)
+    DIR/cifar-10-batches-bin/{data_batch_1..5.bin, test_batch.bin}       (1 label + 3072 bytes)
+    DIR/cifar-100-python/{train, test, meta}                              (python pickles)
+    DIR/cifar-100-binary/{train.bin, test.bin}                            (2 labels + 3072 bytes)
+
+The pickles are read by an unpickler that admits plain containers and numpy arrays only, so a
+tampered file cannot run code. Images stay uint8 in memory (150 MB); ``prepare`` normalises
+with the per-channel mean and std (Spikformer's values). Training batches are augmented as
+is standard for CIFAR: a random 32x32 crop of the image zero-padded by 4, and a horizontal
+flip with probability 1/2, drawn from the run's seeded generator.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stxbench.api import DataSplits, Dataset
+from stxbench.datasets import check_options, data_folder, normalizer, random_crop_flip, require_files
+from stxbench.errors import UsageError
+from stxbench.hookspecs import hookimpl
+
+PIXELS = 3 * 32 * 32
+_RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's array-unpickling function, any version
+ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,  # how Python 3 protocol-2 pickles spell bytes
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Admits dicts, lists, tuples, strings, numbers and numpy arrays; nothing callable else."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
+
+
+def load_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            data = RestrictedUnpickler(io.BytesIO(fh.read()), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+        raise UsageError(f"{path}: not a CIFAR python batch: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: not a CIFAR python batch (a {type(data).__name__}, not a dict)")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in data.items()}
+
+
+def python_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    batch = load_pickle(path)
+    if "data" not in batch or label_key not in batch:
+        raise UsageError(f"{path}: a CIFAR python batch needs keys 'data' and '{label_key}'")
+    data, labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != PIXELS or len(labels) != len(data):
+        raise UsageError(
+            f"{path}: 'data' must be uint8 (N, {PIXELS}) with N labels, got {data.dtype} {data.shape}"
+        )
+    return data, labels
+
+
+def binary_batch(path: Path, label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Records of ``label_bytes`` label bytes (the fine label last) then 3072 pixel bytes."""
+    raw = np.fromfile(path, dtype=np.uint8)
+    record = label_bytes + PIXELS
+    if raw.size == 0 or raw.size % record:
+        raise UsageError(f"{path}: size {raw.size} is not a multiple of the {record}-byte CIFAR record")
+    rows = raw.reshape(-1, record)
+    return rows[:, label_bytes:], rows[:, label_bytes - 1]
+
+
+@dataclass(frozen=True)
+class Release:
+    """Where one CIFAR release keeps its files, and how its labels are stored."""
+
+    python_dir: str
+    python_train: tuple[str, ...]
+    python_test: tuple[str, ...]
+    python_meta: str
+    label_key: str  # in the python pickles
+    binary_dir: str
+    binary_train: tuple[str, ...]
+    binary_test: tuple[str, ...]
+    label_bytes: int  # per binary record; the label used is the last of them
+
+    def layout(self) -> str:
+        python = ", ".join([*self.python_train, *self.python_test, self.python_meta])
+        binary = ", ".join([*self.binary_train, *self.binary_test])
+        return f"DIR/{self.python_dir}/{{{python}}} or DIR/{self.binary_dir}/{{{binary}}}"
+
+
+class Cifar(Dataset):
+    needs_root = True
+
+    def __init__(self, name: str, summary: str, release: Release, num_classes: int,
+                 mean: tuple[float, ...], std: tuple[float, ...]):
+        self.name, self.summary, self.release = name, summary, release
+        self.num_classes, self.mean, self.std = num_classes, mean, std
+
+    def read(self, root: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], Path]:
+        """The python release if its folder exists, else the binary one."""
+        r = self.release
+        if (root / r.binary_dir).is_dir() and not (root / r.python_dir).is_dir():
+            folder = root / r.binary_dir
+            train, test = [folder / f for f in r.binary_train], [folder / f for f in r.binary_test]
+            require_files(self.name, [*train, *test], r.layout())
+            read = lambda path: binary_batch(path, r.label_bytes)  # noqa: E731
+        else:
+            folder = root / r.python_dir
+            train, test = [folder / f for f in r.python_train], [folder / f for f in r.python_test]
+            require_files(self.name, [*train, *test, folder / r.python_meta], r.layout())
+            read = lambda path: python_batch(path, r.label_key)  # noqa: E731
+
+        def join(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+            parts = [read(p) for p in paths]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+        return join(train), join(test), folder
+
+    def load(self, root: str | None, **options) -> DataSplits:
+        check_options(self.name, options, ())
+        (x_train, y_train), (x_test, y_test), folder = self.read(
+            data_folder(self.name, root, self.release.layout())
+        )
+        top = int(max(y_train.max(), y_test.max()))
+        if top >= self.num_classes:
+            raise UsageError(
+                f"dataset '{self.name}': label {top} in {folder}; {self.name} has {self.num_classes} classes"
+            )
+
+        def split(x: np.ndarray, y: np.ndarray) -> torch.utils.data.TensorDataset:
+            images = torch.from_numpy(np.ascontiguousarray(x).reshape(-1, 3, 32, 32))
+            return torch.utils.data.TensorDataset(images, torch.from_numpy(y.astype(np.int64)))
+
+        prepare = normalizer(self.mean, self.std)
+        fill = prepare(torch.zeros(1, 3, 1, 1, dtype=torch.uint8))[0]  # padding is black
+        return DataSplits(
+            train=split(x_train, y_train),
+            test=split(x_test, y_test),
+            input_shape=(3, 32, 32),
+            num_classes=self.num_classes,
+            prepare=prepare,
+            augment=lambda x, generator: random_crop_flip(x, generator, padding=4, flip=True, fill=fill),
+            info={"source": str(folder), "augment": "random crop 32 of 4-padded, horizontal flip"},
+        )
+
+
+BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10 = Release(
+    "cifar-10-batches-py", BATCHES, ("test_batch",), "batches.meta", "labels",
+    "cifar-10-batches-bin", tuple(f"{b}.bin" for b in BATCHES), ("test_batch.bin",), 1,
+)
+CIFAR100 = Release(
+    "cifar-100-python", ("train",), ("test",), "meta", "fine_labels",
+    "cifar-100-binary", ("train.bin",), ("test.bin",), 2,
+)
+
+
+@hookimpl
+def stxbench_add_datasets():
+    return [
+        Cifar("cifar10", "CIFAR-10, 32x32x3, 10 classes, 50000/10000 (official release in --data-root)",
+              CIFAR10, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+        Cifar("cifar100",
+              "CIFAR-100 (fine labels), 32x32x3, 100 classes, 50000/10000 (official release in --data-root)",
+              CIFAR100, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    ]

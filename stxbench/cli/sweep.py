@@ -1,0 +1,166 @@
+"""``stxbench sweep``: the grid neurons x pruners x backends x seeds under one protocol.
+
+Every run's record goes to ``<out>/<protocol>/<neuron>-<pruner>-<backend>-s<seed>/result.json``
+(plus a suffix naming the ``--set`` values, if any), so a sweep that stops can be started again
+with the same command: runs whose record exists are skipped. Every name and setting is checked
+before the first run starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from tabulate import tabulate
+
+from stxbench.cli import app, common
+from stxbench.cli.run import RichReporter
+from stxbench.errors import UsageError
+from stxbench.protocol import DEFAULT_PROTOCOL, load_protocol
+from stxbench.record import Record, load_record
+from stxbench.runconfig import RunConfig, resolve, split_settings
+from stxbench.runner import RESULT_FILE, default_cache_dir, execute
+
+
+def split_names(option: str, text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError(f"{option} needs at least one name (comma-separated)")
+    if len(set(names)) != len(names):
+        raise UsageError(f"{option} {text}: a name is repeated")
+    return names
+
+
+def split_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in split_names("--seeds", text)]
+    except ValueError:
+        raise UsageError(f"--seeds {text}: seeds are comma-separated integers, e.g. 0,1,2") from None
+    return seeds
+
+
+def settings_tag(settings: list[str]) -> str:
+    """A folder-name suffix for ``--set`` values: runs with other settings never collide."""
+    if not settings:
+        return ""
+    return "-set" + hashlib.sha256("\n".join(sorted(settings)).encode()).hexdigest()[:8]
+
+
+@dataclass
+class Cell:
+    config: RunConfig
+    label: str
+
+    @property
+    def path(self) -> Path:
+        return self.config.out_dir / RESULT_FILE
+
+
+def existing_record(cell: Cell) -> Record | None:
+    """The record of a finished run, or None; a record of another configuration in its place
+    is an error (the output root is reused for something else)."""
+    if not cell.path.exists():
+        return None
+    record = load_record(cell.path)
+    c = record.config
+    same = (record.protocol.sha256 == cell.config.protocol_sha256 and c.neuron == cell.config.neuron
+            and c.pruner == cell.config.pruner and c.backend == cell.config.backend
+            and c.seed == cell.config.seed and c.pruner_params == cell.config.pruner_params)
+    if not same:
+        raise UsageError(f"{cell.path} holds a record of another configuration; use another --out")
+    return record
+
+
+def summary(records: list[Record]) -> str:
+    groups: dict[tuple[str, str, str], list[Record]] = {}
+    for r in records:
+        groups.setdefault((r.config.neuron, r.config.pruner, r.config.backend), []).append(r)
+    rows = []
+    for (neuron, pruner, backend), group in groups.items():
+        acc = [r.metrics.accuracy for r in group]
+        spread = f" ± {statistics.stdev(acc):.4f}" if len(acc) > 1 else ""
+        rows.append([
+            neuron, pruner, backend, len(group), f"{statistics.mean(acc):.4f}{spread}",
+            f"{statistics.mean(r.metrics.accuracy_pruned for r in group):.4f}",
+            f"{statistics.mean(r.metrics.params_effective for r in group):,.0f}",
+            f"{statistics.mean(r.metrics.sparsity for r in group):.3f}",
+            f"{statistics.mean(r.metrics.firing_rate for r in group):.4f}",
+        ])
+    headers = ["neuron", "pruner", "backend", "seeds", "accuracy (mean ± std)", "before fine-tune",
+               "params effective", "sparsity", "firing rate"]
+    return tabulate(rows, headers=headers)
+
+
+@app.command("sweep")
+def sweep_command(
+    neurons: str = typer.Option("lif", "--neuron", "-n", help="Comma-separated neurons, e.g. lif,plif,slif."),
+    pruners: str = typer.Option("none", "--pruner", help="Comma-separated pruners, e.g. none,l1p,dsp."),
+    backends: str = typer.Option("torch", "--backend", "-b", help="Comma-separated backends."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Comma-separated seeds [default: the protocol's seeds]."),
+    protocol: str = typer.Option(DEFAULT_PROTOCOL, "--protocol", help="Protocol name or .toml path."),
+    settings: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+        help="Applied to every run (pruner parameters apply to the pruners that have them)."),
+    out: Path = typer.Option(Path("runs/sweep"), "--out", "-o", help="Root folder of the sweep's records."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+    workers: int | None = typer.Option(None, "--workers", help="DataLoader workers for file-backed datasets."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Where dense checkpoints are cached."),
+    data_root: str | None = typer.Option(None, "--data-root", help="Folder holding the dataset."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-run progress bars."),
+    compile: bool | None = typer.Option(None, "--compile/--no-compile",
+        help="Neuron layers through torch.compile; later runs reuse the graphs [default: the protocol's]."),
+) -> None:
+    """Run every neuron x pruner x backend x seed under one protocol; skip finished runs;
+    print a summary table (mean ± std over seeds)."""
+    host = common.host()
+    grid = [(n, p, b) for n in split_names("--neuron", neurons) for p in split_names("--pruner", pruners)
+            for b in split_names("--backend", backends)]
+    overrides, pruner_settings = split_settings(settings)
+    proto = load_protocol(protocol, overrides)
+    seed_list = split_seeds(seeds) or proto.seeds
+    for key in pruner_settings:
+        if not any(key in host.pruner(p).Params.model_fields for _, p, _ in grid):
+            raise UsageError(f"--set {key}: none of the pruners {pruners} has a parameter '{key}'")
+    folder = out / f"{proto.name}{settings_tag(settings)}"
+    cells: list[Cell] = []
+    for neuron, pruner, backend in grid:
+        fields = host.pruner(pruner).Params.model_fields
+        given = [s for s in settings if "." in s.partition("=")[0] or s.partition("=")[0].strip() in fields]
+        for seed in seed_list:
+            label = f"{neuron}-{pruner}-{backend}-s{seed}"
+            config = resolve(host, protocol=protocol, neuron=neuron, pruner=pruner, backend=backend,
+                             seed=seed, settings=given, device=device, out_dir=folder / label,
+                             cache_dir=cache_dir or default_cache_dir(), threads=threads,
+                             data_root=data_root, plugins=common.STATE.plugins, precision=precision,
+                             workers=workers, compile=compile)
+            cells.append(Cell(config, label))
+    done = [existing_record(c) for c in cells]  # checked before anything runs
+
+    console = Console(stderr=True)
+    records: list[Record] = []
+    started = time.perf_counter()
+    ran = 0
+    for index, (cell, record) in enumerate(zip(cells, done), 1):
+        prefix = f"[{index}/{len(cells)}] {cell.label}"
+        if record is not None:
+            common.err_line(f"{prefix}: done already (accuracy {record.metrics.accuracy:.4f}), skipped")
+        else:
+            common.err_line(f"{prefix}: running")
+            record = execute(cell.config, host, reporter=None if quiet else RichReporter(console),
+                             warn=lambda line: common.err_line(f"warning: {line}"))
+            ran += 1
+            elapsed = time.perf_counter() - started
+            left = sum(r is None for r in done[index:])
+            eta = f", about {elapsed / ran * left / 60:.1f} min left" if left else ""
+            common.err_line(f"{prefix}: accuracy {record.metrics.accuracy:.4f} ({elapsed / 60:.1f} min so far{eta})")
+        records.append(record)
+    typer.echo(summary(records))
+    typer.echo(f"{len(cells)} runs: {ran} ran, {len(cells) - ran} skipped; records under {folder}")

@@ -1,0 +1,81 @@
+"""MNIST-1D is generated offline and equals the published data; no dataset touches the network."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from stxbench.errors import UsageError
+from stxbench.host import PluginHost
+
+pytest.importorskip("mnist1d", reason="pip install 'stxbench[mnist1d]'")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a socket fails loudly."""
+
+    class NoSocket(socket.socket):
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("a dataset tried to open a network socket")
+
+    monkeypatch.setattr(socket, "socket", NoSocket)
+    monkeypatch.setattr(socket, "create_connection", NoSocket)
+
+
+def test_mnist1d_matches_published_fingerprints_without_network(no_network):
+    random.seed(123)
+    np.random.seed(123)
+    before = (random.random(), np.random.rand())
+    random.seed(123)
+    np.random.seed(123)
+    splits = PluginHost().dataset("mnist1d").load(None)
+    # the generator reseeds the global generators; the plugin puts them back
+    assert (random.random(), np.random.rand()) == before
+    x, y = splits.train.tensors
+    x_test, y_test = splits.test.tensors
+    assert x.shape == (4000, 1, 40) and x_test.shape == (1000, 1, 40) and splits.input_shape == (1, 40)
+    assert hashlib.sha256(y.numpy().astype(np.int64).tobytes()).hexdigest()[:16] == "d97dc7aecec8ad6b"
+    assert hashlib.sha256(y_test.numpy().astype(np.int64).tobytes()).hexdigest()[:16] == "8de99be3ff9dab15"
+    # sums of the float32 values, in float64: the published float64 sums to 4 decimals
+    assert x.double().abs().sum().item() == pytest.approx(118338.2951, abs=0.05)
+    assert x_test.double().abs().sum().item() == pytest.approx(29977.8775, abs=0.05)
+
+
+def test_file_datasets_never_open_a_socket(no_network, tmp_path):
+    """A missing folder is reported as such; nothing tries to fetch it."""
+    host = PluginHost()
+    for name in ("mnist", "kmnist", "cifar10", "cifar100", "dvs128-gesture", "cifar10-dvs"):
+        options = {"frames": 4} if "dvs" in name else {}
+        with pytest.raises(UsageError, match="incomplete folder|missing"):
+            host.dataset(name).load(str(tmp_path), **options)
+
+
+def test_mnist1d_missing_package_is_one_line(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without_mnist1d(name, *args, **kwargs):
+        if name.startswith("mnist1d"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_mnist1d)
+    with pytest.raises(UsageError, match=r"^dataset 'mnist1d' needs the mnist1d package: pip install 'stxbench\[mnist1d\]'$"):
+        PluginHost().dataset("mnist1d").load(None)
+
+
+def test_sequences_feed_the_1d_stem():
+    """(1, 40) sequences go through Spikformer's 1-D stem."""
+    from stxbench.models.spikformer import Spikformer
+
+    model = Spikformer(depth=1, dim=16, input_shape=(1, 40), num_classes=10, T=2, pools=1,
+                       make_neuron=lambda site: torch.nn.Identity())
+    assert model(torch.zeros(3, 1, 40)).shape == (3, 10)
+    assert isinstance(model.stem.convs[0], torch.nn.Conv1d)
