@@ -37,6 +37,7 @@ dir>/inductor``, so a second run of the same shapes compiles in seconds instead 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import time
@@ -56,6 +57,7 @@ from stxbench.training import dataset_head
 #: graphs one neuron forward may compile before that counts as a failure (dynamo's default: 8)
 RECOMPILE_LIMIT = 64
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+_RECOMPILE_LOG = logging.getLogger("torch._dynamo.convert_frame")
 _DYNAMO_SETTINGS = dict(
     recompile_limit=RECOMPILE_LIMIT,
     fail_on_recompile_limit_hit=True,
@@ -109,6 +111,9 @@ class NeuronCompiler:
     def fail(self, where: str, exc: BaseException) -> None:
         if self.fallback is None:
             reason = re.split(r" (?:Set TORCHDYNAMO_VERBOSE|Explanation:|Hint:|from user code:)", one_line(exc))[0]
+            if type(exc).__name__ == "FailOnRecompileLimitHit":
+                limit = _DYNAMO_SETTINGS["recompile_limit"]
+                reason = f"more than {limit} graphs of one forward (torch's recompile limit, past which it runs eager silently)"
             self.fallback = f"{where}: {reason[:300]}"
             self.warn(f"torch.compile failed on neuron {self.fallback}; running eager from here "
                       "(same results, slower)")
@@ -136,12 +141,16 @@ class CompiledForward:
             torch._dynamo.maybe_mark_dynamic(x, dim)
         graphs = _graphs_compiled()
         start = time.perf_counter()
+        level = _RECOMPILE_LOG.level
+        _RECOMPILE_LOG.setLevel(logging.ERROR)  # the limit's log lines: `fail` says it in one
         try:
             with torch._dynamo.config.patch(**_DYNAMO_SETTINGS):
                 out = self.compiled(x)
         except self.errors as exc:
             compiler.fail(self.name, exc)
             return self.eager(x)
+        finally:
+            _RECOMPILE_LOG.setLevel(level)
         if _graphs_compiled() > graphs:
             compiler.graphs += _graphs_compiled() - graphs
             compiler.seconds += time.perf_counter() - start

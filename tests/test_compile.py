@@ -164,6 +164,30 @@ def test_rebuilt_neurons_are_compiled_when_they_run(tmp_path):
         assert isinstance(slot.impl.__dict__.get("forward"), CompiledForward), name
 
 
+def test_recompile_limit_is_a_recorded_fallback_not_a_silent_one(monkeypatch, tmp_path):
+    """torch runs a function eager, silently, once it has compiled it recompile_limit times;
+    here that becomes the recorded fallback (a limit of 2 is hit by the third neuron kind)."""
+    import stxbench.compile
+    from tiny_models import tiny_model
+
+    monkeypatch.setitem(stxbench.compile._DYNAMO_SETTINGS, "recompile_limit", 2)
+    model = tiny_model().eval()
+    warnings = []
+    compiler = compile_neurons(model, tmp_path, warnings.append)
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        out = model(x)
+        assert torch.equal(out, model(x))
+    reason = ("LIFFamilyNeuron: more than 2 graphs of one forward (torch's recompile limit, past "
+              "which it runs eager silently)")
+    assert (compiler.graphs, compiler.fallback) == (2, reason)
+    assert warnings == [f"torch.compile failed on neuron {reason}; running eager from here (same results, slower)"]
+    assert compiler.info().model_dump() == {"target": "neurons", "fallback": reason, "graphs": 2,
+                                            "compile_s": round(compiler.seconds, 3)}
+    with torch.compiler.set_stance("force_eager"), torch.no_grad():
+        assert torch.equal(out, model(x))
+
+
 def test_compile_failure_falls_back_with_one_recorded_warning(cli, protocols, eager_record, tmp_path,
                                                                monkeypatch):
     """No working C++ compiler (as on a machine without one): the run warns once, finishes

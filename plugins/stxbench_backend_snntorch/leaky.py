@@ -84,8 +84,8 @@ class SnntorchLIFFamily(nn.Module):
             leaky.threshold = lif.threshold(self, self.spec, self.site)
         mem = torch.zeros_like(x[0])  # fresh state for every batch, passed explicitly
         spikes, charged = [], []
-        for t in range(x.shape[0]):
-            spk, mem = leaky(x[t], mem)
+        for x_t in x.unbind(0):  # one stack in the backward, not T zero-filled selects
+            spk, mem = leaky(x_t, mem)
             spikes.append(spk)
             if self.store_v_seq:
                 charged.append(mem.detach())
