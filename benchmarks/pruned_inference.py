@@ -63,7 +63,7 @@ def main() -> None:
                 compiler = compile_neurons(model, default_cache_dir(), run.warn)
             evaluate(model, splits, proto.eval.batch_size, run.device)  # warm-up (and compilation)
             evals[(name, compiled)] = (lambda m=model: evaluate(m, splits, proto.eval.batch_size, run.device))
-        print(f"  {name}: ready" + (f" ({compiler.graphs} graphs compiled so far)" if compiled else ""), flush=True)
+        print(f"  {name}: ready" + (f" ({compiler.graphs} new graphs)" if compiled else ""), flush=True)
 
     medians = interleaved_medians(evals, rounds)
     n = len(splits.test)

@@ -60,8 +60,8 @@ def main() -> None:
     x, y = next(batches(run.splits.train, batch, shuffle=False, drop_last=True))
     if run.splits.prepare:
         x = run.splits.prepare(x)
-    names = args.backends or [n for n in run.host.names("backend")
-                              if run.host.backend(n).library_version() is not None or n == "torch"]
+    names = ["torch"] + [n for n in args.backends or run.host.names("backend")  # the reference first
+                         if n != "torch" and run.host.backend(n).library_version() is not None]
     print(f"{proto.name}: {proto.model.name}, T={proto.model.T}, batch {batch}, SuperSpike; {machine_line(args)}; "
           f"{rounds} rounds", flush=True)
 
