@@ -4,7 +4,9 @@ For LIF, PLIF and sLIF at [T, B, N] = [4, 64, 24576] and [4, 64, 4096], forward 
 forward+backward, eager and with ``torch.compile``: each backend is timed side by side with the
 torch reference, round-robin in one process (so machine load hits all of them alike), and the
 table gives the reference's median time and every backend's median as a ratio to it (slower is
-> 1). An ``x`` after a ratio marks forward spikes that differ from the eager reference's.
+> 1). An ``x`` after a ratio marks forward spikes that differ from the eager reference's. A
+second table gives each backend's compiled speedup (eager / compiled median), with eager and
+compiled timed in the same rounds.
 
     python benchmarks/neurons.py                  # one thread and two, 10 rounds
     python benchmarks/neurons.py --threads 1 --quick
@@ -17,11 +19,10 @@ between runs. The surrogate is SuperSpike (alpha 1), the one every backend has.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 
 import torch
+from harness import interleaved_medians
 from tabulate import tabulate
 
 from stxbench.api import NeuronSite, NeuronSpec, Surrogate
@@ -55,38 +56,28 @@ def make_step(module, x: torch.Tensor, backward: bool):
     return forward_backward
 
 
-def median_times(steps: dict[str, callable], rounds: int) -> dict[str, float]:
-    """Round-robin: every round times each step once, so load changes hit all of them alike."""
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def bench_config(backends, spec, shape, compiled: bool, backward: bool, rounds: int):
+def bench_config(backends, spec, shape, modes: list[bool], backward: bool, rounds: int):
+    """Median seconds per (backend, compiled) for one config, every variant timed round-robin
+    in the same rounds (so eager and compiled are compared side by side)."""
     site = NeuronSite("bench", channels=shape[-1], channel_dim=-1)
-    if compiled:
+    if True in modes:
         # dynamo compiles one forward code object at most 8 times and then silently runs it
         # eager: start every config afresh so each backend is really compiled
         torch._dynamo.reset()
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 1.5 + 0.5
-    reference_spikes = None
+    reference_spikes = make_step(backends[0].make_neuron(spec, site, SURROGATE), x, False)()
     steps, same = {}, {}
     for backend in backends:
-        module = backend.make_neuron(spec, site, SURROGATE)
-        if compiled:
-            module = torch.compile(module)
-        step = make_step(module, x, backward)
-        spikes = step()  # warm-up (and compilation)
-        step()
-        if reference_spikes is None:  # backends[0] is the reference
-            reference_spikes = make_step(backend.make_neuron(spec, site, SURROGATE), x, False)()
-        same[backend.name] = torch.equal(spikes, reference_spikes)
-        steps[backend.name] = step
-    return median_times(steps, rounds), same
+        for compiled in modes:
+            module = backend.make_neuron(spec, site, SURROGATE)
+            if compiled:
+                module = torch.compile(module)
+            step = make_step(module, x, backward)
+            spikes = step()  # warm-up (and compilation)
+            step()
+            same[(backend.name, compiled)] = torch.equal(spikes, reference_spikes)
+            steps[(backend.name, compiled)] = step
+    return interleaved_medians(steps, rounds), same
 
 
 def main() -> None:
@@ -113,23 +104,30 @@ def main() -> None:
     headers = ["threads", "shape", "neuron", "mode", "pass", "torch ms"] + [b.name for b in backends[1:]]
     print(f"torch {torch.__version__}; " + ", ".join(f"{b.name} {b.library_version()}" for b in backends[1:])
           + f"; {rounds} rounds; ratios = backend median / torch median (slower > 1)", flush=True)
-    rows = []
+    rows, speedups = [], []
     for threads in args.threads:
         torch.set_num_threads(threads)
         for shape in shapes:
             for spec in specs:
-                for compiled in modes:
-                    for backward in (False, True):
-                        medians, same = bench_config(backends, spec, shape, compiled, backward, rounds)
-                        ref = medians["torch"]
-                        row = [threads, "x".join(map(str, shape)), spec.name,
-                               "compile" if compiled else "eager", "fwd+bwd" if backward else "fwd",
-                               f"{ref * 1e3:.1f}"]
-                        row += [f"{medians[b.name] / ref:.2f}{'' if same[b.name] else ' x'}" for b in backends[1:]]
+                for backward in (False, True):
+                    medians, same = bench_config(backends, spec, shape, modes, backward, rounds)
+                    where = [threads, "x".join(map(str, shape)), spec.name]
+                    pass_name = "fwd+bwd" if backward else "fwd"
+                    for compiled in modes:
+                        ref = medians[("torch", compiled)]
+                        row = where + ["compile" if compiled else "eager", pass_name, f"{ref * 1e3:.1f}"]
+                        row += [f"{medians[(b.name, compiled)] / ref:.2f}{'' if same[(b.name, compiled)] else ' x'}"
+                                for b in backends[1:]]
                         rows.append(row)
                         print("  " + " | ".join(map(str, row)), flush=True)
+                    if len(modes) == 2:
+                        speedups.append(where + [pass_name] + [
+                            f"{medians[(b.name, False)] / medians[(b.name, True)]:.2f}x" for b in backends])
     print(tabulate(rows, headers=headers, disable_numparse=True))
-
+    if speedups:
+        print("\ncompiled speedup: eager median / compiled median of the same backend, same rounds")
+        print(tabulate(speedups, headers=["threads", "shape", "neuron", "pass"] + [b.name for b in backends],
+                       disable_numparse=True))
 
 if __name__ == "__main__":
     main()

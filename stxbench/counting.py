@@ -29,7 +29,7 @@ from stxbench.errors import RunFailed
 from stxbench.models.base import SpikingModel
 from stxbench.op_rule import conv_charge, matmul_charge
 from stxbench.record import COUNT_RULE, Counts, LayerCount
-from stxbench.training import batches
+from stxbench.training import batches, dataset_head
 
 ROOT = "(root)"  # ops issued by the model's own forward, outside any submodule
 
@@ -266,11 +266,7 @@ def count_test_head(
     counting overhead. Any failure is a `RunFailed`: a count is never silently left at 0.
     """
     n = min(max_samples, len(splits.test))
-    head = splits.test
-    if isinstance(head, torch.utils.data.TensorDataset):  # stays on the sliced fast path
-        head = torch.utils.data.TensorDataset(*(t[:n] for t in head.tensors))
-    else:
-        head = torch.utils.data.Subset(head, range(n))
+    head = dataset_head(splits.test, n)
 
     def inputs() -> Iterator[torch.Tensor]:
         for x, _ in batches(head, batch_size, shuffle=False, drop_last=False):

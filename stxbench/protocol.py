@@ -1,8 +1,9 @@
 """Protocols: pinned TOML files that fix everything a number depends on.
 
 A protocol is loaded into a frozen pydantic model. Its sha256 is taken over a canonical JSON form
-of the *validated* protocol (defaults filled in, free-text description left out), so reformatting
-a file changes nothing while any value that changes behaviour changes the hash. Overrides
+of the *validated* protocol (defaults filled in; the free-text description and execution
+defaults, `NOT_HASHED`, left out), so reformatting a file changes nothing while any value that
+changes behaviour changes the hash. Overrides
 (``--set train.epochs=3``) produce another hash and mark the run unofficial.
 """
 
@@ -71,6 +72,10 @@ class EvalSection(_Section):
     count_samples: int = Field(default=1000, gt=0)
 
 
+#: protocol fields that do not change what a run computes, left out of its sha256
+NOT_HASHED = {"description", "compile"}
+
+
 class Protocol(_Section):
     name: str
     description: str = ""
@@ -87,6 +92,10 @@ class Protocol(_Section):
     #: default parameters per pruner name, e.g. [pruners.l1p] sparsity = 0.5
     pruners: dict[str, dict[str, Any]] = Field(default_factory=dict)
     energy_model: str = "horowitz45-fp32-v1"
+    #: default of ``--compile/--no-compile`` (compiled neuron layers, `stxbench.compile`). An
+    #: execution setting like ``--threads``, not part of the hash: compiled runs compute what
+    #: eager runs compute (bit for bit for LIF and PLIF on the CPU).
+    compile: bool = False
 
     def _dump(self, **kwargs: Any) -> dict[str, Any]:
         """``model_dump`` without the fields added after protocols were first hashed, where they
@@ -99,7 +108,7 @@ class Protocol(_Section):
         return data
 
     def canonical(self) -> str:
-        data = self._dump(exclude={"description"})
+        data = self._dump(exclude=NOT_HASHED)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def sha256(self) -> str:

@@ -108,6 +108,15 @@ class Timing(_Strict):
     samples_per_s: float  # evaluation throughput
 
 
+class CompileInfo(_Strict):
+    """``--compile``: how the run's neuron layers ran (`stxbench.compile`)."""
+
+    target: Literal["neurons"]  # what was compiled
+    fallback: str | None  # why the run went on eager, if it did; None: compiled throughout
+    graphs: int = Field(ge=0)  # graphs this run traced (kernel cache hits included)
+    compile_s: float = Field(ge=0)  # wall time of the calls that compiled, inside dense/finetune_s
+
+
 class CudnnInfo(_Strict):
     version: int | None
     enabled: bool
@@ -126,6 +135,7 @@ class ExecutionInfo(_Strict):
     data_workers: int = Field(ge=0)
     pin_memory: bool
     cudnn: CudnnInfo | None  # None on a CPU
+    compile: CompileInfo | None = None  # None: eager (no --compile)
 
 
 class Provenance(_Strict):

@@ -38,6 +38,7 @@ class RunConfig:
     plugins: tuple[str, ...] = field(default_factory=tuple)
     precision: str = "fp32"  # fp32 or bf16 (autocast)
     workers: int | None = None  # DataLoader workers; None: 0 on CPUs, up to 8 per GPU process
+    compile: bool = False  # neuron layers through torch.compile (stxbench.compile)
 
     @property
     def surrogate(self) -> Surrogate:
@@ -114,6 +115,7 @@ def resolve(
     plugins: tuple[str, ...] = (),
     precision: str = "auto",
     workers: int | None = None,
+    compile: bool | None = None,
 ) -> RunConfig:
     protocol_overrides, given_params = split_settings(settings)
     proto = load_protocol(protocol, protocol_overrides)
@@ -156,4 +158,5 @@ def resolve(
         plugins=tuple(plugins),
         precision=resolve_precision(precision, device),
         workers=workers,
+        compile=proto.compile if compile is None else compile,
     )

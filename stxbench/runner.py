@@ -25,6 +25,7 @@ from stxbench.checkpoints import (
     save_dense,
     save_run_checkpoint,
 )
+from stxbench.compile import NeuronCompiler, compile_neurons, first_batch
 from stxbench.counting import count_test_head
 from stxbench.data import load_splits
 from stxbench.energy import cost_model, energy_of
@@ -272,6 +273,7 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
     main = execution.is_main
 
     model = build_model(run)
+    compiler = compile_neurons(model, config.cache_dir, warn) if config.compile else None
     params_total = metrics.count_parameters(model)
     shapes = metrics.dense_shapes(model)
     dense_s, checkpoint = stage_dense(run, model)
@@ -289,6 +291,8 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
     if not main:
         return None
 
+    if compiler:  # compile the final neurons' evaluation graphs outside the timed evaluation
+        evaluate(model, first_batch(splits, proto.eval.batch_size), proto.eval.batch_size, run.device, execution)
     with metrics.FiringRates(model) as rates:
         final = evaluate(model, splits, proto.eval.batch_size, run.device, execution)
     stats = metrics.matrix_stats(model, shapes)
@@ -320,7 +324,7 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
             dense_s=dense_s, finetune_s=finetune_s, eval_s=final.seconds,
             samples_per_s=final.samples / final.seconds if final.seconds > 0 else float(final.samples),
         ),
-        provenance=provenance(run, checkpoint),
+        provenance=provenance(run, checkpoint, compiler),
     )
     write_record(record, config.out_dir / RESULT_FILE)
     remove_run_checkpoint(config)  # the record is the run's result now
@@ -328,7 +332,7 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
     return record
 
 
-def provenance(run: Run, checkpoint: Path) -> Provenance:
+def provenance(run: Run, checkpoint: Path, compiler: NeuronCompiler | None) -> Provenance:
     execution, backend = run.execution, run.backend
     return Provenance(
         stxbench=stxbench.__version__,
@@ -343,6 +347,7 @@ def provenance(run: Run, checkpoint: Path) -> Provenance:
             dist_backend=torch.distributed.get_backend() if execution.distributed else None,
             data_workers=execution.workers, pin_memory=execution.pin_memory,
             cudnn=cudnn_settings(run.device),
+            compile=compiler.info() if compiler else None,
         ),
         git_commit=git_commit(),
         plugin_sha256=run.host.plugin_sha256(used_components(run.config, run.host)),

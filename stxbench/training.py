@@ -79,6 +79,14 @@ def batches(
     yield from loader
 
 
+def dataset_head(dataset: torch.utils.data.Dataset, n: int) -> torch.utils.data.Dataset:
+    """The first ``n`` samples of ``dataset``, in order (in-memory tensors stay on the fast path)."""
+    tensors = _fast_tensors(dataset)
+    if tensors is not None:
+        return torch.utils.data.TensorDataset(*(t[:n] for t in tensors))
+    return torch.utils.data.Subset(dataset, range(min(n, len(dataset))))
+
+
 def steps_per_epoch(dataset: torch.utils.data.Dataset, batch_size: int, drop_last: bool) -> int:
     n = len(dataset)
     return n // batch_size if drop_last else math.ceil(n / batch_size)

@@ -69,7 +69,8 @@ def test_bf16_autocast_on_cpu_runs_and_is_recorded(cli, tiny_protocol, tmp_path,
     assert result.code == 0, result.stderr
     execution = load_record(tmp_path / "bf16" / "result.json").provenance.execution
     assert execution.model_dump() == {"precision": "bf16", "world_size": 1, "dist_backend": None,
-                                      "data_workers": 0, "pin_memory": False, "cudnn": None}
+                                      "data_workers": 0, "pin_memory": False, "cudnn": None,
+                                      "compile": None}
     # bf16 training caches its dense model apart from fp32's
     assert len(list((cache_dir / "dense").glob("*.pt"))) == 1
     result = cli("run", "--protocol", str(tiny_protocol), "--device", "cpu", "--out", str(tmp_path / "fp32"),

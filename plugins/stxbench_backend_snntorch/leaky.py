@@ -82,17 +82,17 @@ class SnntorchLIFFamily(nn.Module):
         leaky.decay = lif.decay(self, self.spec)
         if self.spec.threshold != "fixed":
             leaky.threshold = lif.threshold(self, self.spec, self.site)
-        leaky.reset_mem()
-        mem = torch.zeros_like(x[0])  # fresh state for every batch
+        mem = torch.zeros_like(x[0])  # fresh state for every batch, passed explicitly
         spikes, charged = [], []
-        for t in range(x.shape[0]):
-            spk, mem = leaky(x[t], mem)
+        for x_t in x.unbind(0):  # one stack in the backward, not T zero-filled selects
+            spk, mem = leaky(x_t, mem)
             spikes.append(spk)
             if self.store_v_seq:
                 charged.append(mem.detach())
         self.v_seq = torch.stack(charged) if self.store_v_seq else None
-        # Drop every reference into this call's graph.
-        leaky.reset_mem()
+        # Drop every reference into this call's graph, and leave the same idle state after
+        # every call (torch.compile guards on it: a last-call-shaped mem made it recompile).
+        leaky.mem = mem.new_zeros(0)  # as Leaky._init_mem leaves it
         leaky.decay = None
         if self.spec.threshold != "fixed":
             leaky.threshold = leaky.threshold.detach()

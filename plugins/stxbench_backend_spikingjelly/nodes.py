@@ -24,6 +24,14 @@ def surrogate_function(surrogate: Surrogate) -> sj_surrogate.SurrogateFunctionBa
     return SURROGATES[surrogate.name](alpha=surrogate.alpha)
 
 
+def drop_state(node: neuron.BaseNode) -> None:
+    """Put the membrane memory back to its reset value (a float) after a call: the next call
+    starts afresh anyway, no tensor of this call's graph is kept alive, and ``torch.compile``
+    sees the same entry state every call (else it recompiles when the last call's ``v``
+    differs in shape or requires_grad)."""
+    node._memories["v"] = node._memories_rv["v"]
+
+
 class _FreshStateNode:
     """For spikingjelly's native nodes: reset the node's state before every call, and turn the
     post-reset potential spikingjelly stores in ``v_seq`` into the charged potential H the
@@ -39,6 +47,7 @@ class _FreshStateNode:
                 v_after = self.v_seq
                 v_before = torch.cat([torch.full_like(v_after[:1], self.spec.v_reset), v_after[:-1]])
                 self.v_seq = lif.charge(v_before, x_seq, self.spec.v_reset, self.spec.tau, self._decay())
+        drop_state(self)
         return spikes
 
 
@@ -99,6 +108,7 @@ class StxLIFFamilyNode(neuron.SimpleBaseNode):
         spikes = super().forward(x_seq)
         self.v_seq = torch.stack(self._charged) if self.store_v_seq else None
         self._k = self._theta = self._charged = None  # drop graph references between calls
+        drop_state(self)
         return spikes
 
 

@@ -101,6 +101,8 @@ def run_command(
     resume: bool = typer.Option(False, "--resume",
         help="Continue the interrupted run in --out (rerunning with the same --out does so too; "
         "--resume also insists that there is a checkpoint)."),
+    compile: bool | None = typer.Option(None, "--compile/--no-compile",
+        help="Run the neuron layers through torch.compile (same results; compiling costs seconds to a minute, cached) [default: the protocol's]."),
 ) -> None:
     """Train (dense, cached), prune, swap the neuron, fine-tune, evaluate; write result.json.
     Every epoch is checkpointed in --out, so a killed or interrupted run resumes where it stopped."""
@@ -113,6 +115,7 @@ def run_command(
         out_dir=out_dir,
         cache_dir=cache_dir or default_cache_dir(), threads=threads, data_root=data_root,
         counts=not no_counts, plugins=common.STATE.plugins, precision=precision, workers=workers,
+        compile=compile,
     )
     if nproc is not None:
         check_before_launch(config, host, nproc)
@@ -141,7 +144,7 @@ def child_args(config: RunConfig, protocol: str, settings: list[str], quiet: boo
         "--protocol", protocol, "--neuron", config.neuron, "--pruner", config.pruner,
         "--backend", config.backend, "--seed", str(config.seed), "--device", config.device,
         "--precision", config.precision, "--out", str(config.out_dir),
-        "--cache-dir", str(config.cache_dir),
+        "--cache-dir", str(config.cache_dir), "--compile" if config.compile else "--no-compile",
     ]
     for item in settings:
         args += ["--set", item]

@@ -115,6 +115,8 @@ def sweep_command(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Where dense checkpoints are cached."),
     data_root: str | None = typer.Option(None, "--data-root", help="Folder holding the dataset."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-run progress bars."),
+    compile: bool | None = typer.Option(None, "--compile/--no-compile",
+        help="Neuron layers through torch.compile; later runs reuse the graphs [default: the protocol's]."),
 ) -> None:
     """Run every neuron x pruner x backend x seed under one protocol; skip finished runs;
     print a summary table (mean ± std over seeds)."""
@@ -138,7 +140,7 @@ def sweep_command(
                              seed=seed, settings=given, device=device, out_dir=folder / label,
                              cache_dir=cache_dir or default_cache_dir(), threads=threads,
                              data_root=data_root, plugins=common.STATE.plugins, precision=precision,
-                             workers=workers)
+                             workers=workers, compile=compile)
             cells.append(Cell(config, label))
     done = [existing_record(c) for c in cells]  # checked before anything runs
 
