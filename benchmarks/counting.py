@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
+from stxbench.checkpoints import dense_checkpoint_path, load_dense
 from stxbench.counting import count_test_head
 from stxbench.host import PluginHost
 from stxbench.runconfig import resolve
-from stxbench.runner import Run, _load_checkpoint, build_model, default_cache_dir, dense_checkpoint_path
+from stxbench.runner import Run, build_model, default_cache_dir
 from stxbench.training import NullReporter, evaluate
 
 
@@ -45,7 +46,7 @@ def main() -> None:
     run = Run(config, host, torch.device("cpu"), splits, host.backend("torch"), config.surrogate,
               NullReporter(), warn=lambda line: print(f"warning: {line}", file=sys.stderr))
     model = build_model(run)
-    trained = _load_checkpoint(dense_checkpoint_path(config), model, run.warn)
+    trained = load_dense(dense_checkpoint_path(config), model, run.warn)
     n, batch = len(splits.test), proto.eval.batch_size
 
     plain, counted = [], []

@@ -20,8 +20,9 @@ import torch
 from harness import interleaved_medians, machine_line, parser, protocol_run, setup
 from tabulate import tabulate
 
+from stxbench.checkpoints import dense_checkpoint_path, load_dense
 from stxbench.compile import compile_neurons
-from stxbench.runner import _load_checkpoint, build_model, default_cache_dir, dense_checkpoint_path
+from stxbench.runner import build_model, default_cache_dir
 from stxbench.training import evaluate
 
 VARIANTS = {
@@ -46,7 +47,7 @@ def main() -> None:
     proto, splits, host = config.protocol, run.splits, run.host
 
     dense = build_model(run)
-    trained = _load_checkpoint(dense_checkpoint_path(config), dense, run.warn)
+    trained = load_dense(dense_checkpoint_path(config), dense, run.warn)
     modes = [False] if args.no_compile else [False, True]
     print(f"{proto.name}: {proto.model.name}, T={proto.model.T}, {len(splits.test)} test samples, batch "
           f"{proto.eval.batch_size}, {'dense checkpoint' if trained else 'initial weights'}; "
