@@ -11,7 +11,7 @@ import pytest
 
 from stxbench.energy import cost_model
 from stxbench.errors import UsageError
-from stxbench.leaderboard.rerun import pick_one
+from stxbench.leaderboard.rerun import SPIKE_COUNTS_RTOL, compare, pick_one
 from stxbench.leaderboard.store import Entry, ProtocolLookup
 from stxbench.record import load_record, write_record
 
@@ -277,6 +277,43 @@ def test_rerun_catches_numbers_that_only_a_rerun_can(board, tiny_runs, cli):
     # the first differing count is named; the other one is the edited layer's effective_ops
     assert lines[1].startswith(f"{where}: counts.ac: re-run gives ")
     assert lines[1].endswith("counts must agree exactly (+1 more)")
+
+
+def rerun_on_another_cpu(record, ac_factor: float, mac_delta: float = 0.0):
+    """The record as a re-run on a CPU that trained other last bits: another dense model,
+    ACs scaled by ``ac_factor`` (total and the AC layers), MACs shifted by ``mac_delta``."""
+    data = record.model_dump(mode="json")
+    data["provenance"]["checkpoint_sha256"] = "0" * 64
+    counts = data["counts"]
+    counts["ac"] *= ac_factor
+    counts["mac"] += mac_delta
+    for layer in counts["layers"]:
+        if layer["kind"] == "ac":
+            layer["effective_ops"] *= ac_factor
+            layer["input_rate"] *= ac_factor
+    return type(record).model_validate(data)
+
+
+def test_rerun_on_another_cpu_allows_spike_drift_within_tolerance(tiny_runs):
+    entry = load_record(tiny_runs.records["lif-s0"])
+    assert entry.counts.ac > 0
+    assert compare(entry, rerun_on_another_cpu(entry, 1.03), tolerance=0.05) == []
+    too_far = compare(entry, rerun_on_another_cpu(entry, 1 + 2 * SPIKE_COUNTS_RTOL), tolerance=0.05)
+    assert [p.field for p in too_far] == ["counts.ac"]
+    assert "differs by more than 10%" in too_far[0].message and "another CPU?" in too_far[0].message
+    # what spikes cannot move must still agree exactly
+    mac = compare(entry, rerun_on_another_cpu(entry, 1.0, mac_delta=1.0), tolerance=0.05)
+    assert [p.field for p in mac] == ["counts.mac"]
+    assert mac[0].message.endswith("spike-independent counts must agree exactly")
+
+
+def test_rerun_with_the_same_dense_model_needs_exact_counts(tiny_runs):
+    entry = load_record(tiny_runs.records["lif-s0"])
+    data = entry.model_dump(mode="json")
+    data["counts"]["ac"] *= 1.001
+    found = compare(entry, type(entry).model_validate(data), tolerance=0.05)
+    assert [p.field for p in found] == ["counts.ac"]
+    assert found[0].message.endswith("counts must agree exactly")
 
 
 def test_rerun_only_must_match_an_entry(clean_board, tiny_runs, cli):
