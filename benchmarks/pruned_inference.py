@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 
-import torch
 from harness import interleaved_medians, machine_line, parser, protocol_run, setup
 from tabulate import tabulate
 
