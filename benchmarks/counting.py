@@ -11,19 +11,15 @@ shared machine are noisy; the ratio, measured in one run, is the number to read.
 from __future__ import annotations
 
 import argparse
-import statistics
-import sys
-import time
 from pathlib import Path
 
 import torch
+from harness import interleaved_medians, protocol_run
 
 from stxbench.checkpoints import dense_checkpoint_path, load_dense
 from stxbench.counting import count_test_head
-from stxbench.host import PluginHost
-from stxbench.runconfig import resolve
-from stxbench.runner import Run, build_model, default_cache_dir
-from stxbench.training import NullReporter, evaluate
+from stxbench.runner import build_model
+from stxbench.training import evaluate
 
 
 def main() -> None:
@@ -35,35 +31,26 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    host = PluginHost(())
-    config = resolve(
-        host, protocol=args.protocol, neuron="lif", pruner="none", backend="torch", seed=None,
-        settings=[], device="cpu", out_dir=Path("unused"), cache_dir=args.cache_dir or default_cache_dir(),
-        threads=args.threads,
-    )
-    proto = config.protocol
-    splits = host.dataset(proto.data.dataset).load(None)
-    run = Run(config, host, torch.device("cpu"), splits, host.backend("torch"), config.surrogate,
-              NullReporter(), warn=lambda line: print(f"warning: {line}", file=sys.stderr))
+    config, run = protocol_run("torch", args.protocol, cache_dir=args.cache_dir)
+    proto, splits = config.protocol, run.splits
     model = build_model(run)
     trained = load_dense(dense_checkpoint_path(config), model, run.warn)
     n, batch = len(splits.test), proto.eval.batch_size
 
-    plain, counted = [], []
-    counts = None
-    for _ in range(args.repeats):
-        plain.append(evaluate(model, splits, batch, run.device).seconds)
-        start = time.perf_counter()
-        counts = count_test_head(model, splits, batch, n, run.device)
-        counted.append(time.perf_counter() - start)
+    counts = []
+    medians = interleaved_medians({
+        "plain": lambda: evaluate(model, splits, batch, run.device),
+        "counted": lambda: counts.append(count_test_head(model, splits, batch, n, run.device)),
+    }, args.repeats)
 
-    a, b = statistics.median(plain), statistics.median(counted)
+    a, b = medians["plain"], medians["counted"]
     print(f"{proto.name}: {proto.model.name}, T={proto.model.T}, {n} test samples, batch {batch}, "
           f"{args.threads} thread(s), {'dense checkpoint' if trained else 'untrained weights'}")
     print(f"  eval pass without counting  {a * 1e3:9.1f} ms  (median of {args.repeats})")
     print(f"  eval pass with counting     {b * 1e3:9.1f} ms")
     print(f"  ratio counted / plain       {b / a:9.2f}x")
-    print(f"  counted per sample: {counts.mac:,.0f} MAC, {counts.ac:,.0f} AC, {counts.ac_int:,.0f} int AC")
+    k = counts[-1]
+    print(f"  counted per sample: {k.mac:,.0f} MAC, {k.ac:,.0f} AC, {k.ac_int:,.0f} int AC")
 
 
 if __name__ == "__main__":

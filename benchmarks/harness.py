@@ -8,6 +8,8 @@ change then hits all variants alike, and the ratios are what to read.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import sys
 import time
@@ -53,9 +55,6 @@ def setup(args: argparse.Namespace) -> int:
 
 
 def machine_line(args: argparse.Namespace) -> str:
-    import os
-    import platform
-
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} cores, "
             f"{args.threads} thread(s), load {load:.2f} at start")
@@ -84,4 +83,3 @@ def protocol_run(
     run = Run(config, host, torch.device("cpu"), splits, host.backend(backend), config.surrogate,
               NullReporter(), warn=lambda line: print(f"warning: {line}", file=sys.stderr))
     return config, run
-

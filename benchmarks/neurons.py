@@ -129,5 +129,6 @@ def main() -> None:
         print(tabulate(speedups, headers=["threads", "shape", "neuron", "pass"] + [b.name for b in backends],
                        disable_numparse=True))
 
+
 if __name__ == "__main__":
     main()
