@@ -279,6 +279,27 @@ def test_rerun_catches_numbers_that_only_a_rerun_can(board, tiny_runs, cli):
     assert lines[1].endswith("counts must agree exactly (+1 more)")
 
 
+def test_rerun_on_another_cpu_flags_spike_counts_beyond_tolerance_through_the_cli(board, tiny_runs, cli):
+    def made_elsewhere_with_more_acs(data):  # an entry whose dense model this CPU cannot reproduce
+        data["provenance"]["checkpoint_sha256"] = "0" * 64
+        c = data["counts"]
+        for layer in c["layers"]:
+            if layer["kind"] == "ac":
+                layer["effective_ops"] *= 1.25
+        c["ac"] = sum(layer["effective_ops"] for layer in c["layers"] if layer["kind"] == "ac")
+        data["energy"]["mj_per_sample"] = cost_model("fp32").mj(c["mac"], c["ac"], c["ac_int"])
+
+    edit(entry(board, ENTRIES[2]), made_elsewhere_with_more_acs)
+    assert cli("leaderboard", "render", "--root", str(board)).code == 0
+    assert lb(cli, "check", board, tiny_runs).code == 0
+    result = lb(cli, "check", board, tiny_runs, "--rerun-only", "tiny__plif__*")
+    assert result.code == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"leaderboards/tiny/entries/{ENTRIES[2]}: counts.ac: re-run gives ")
+    assert lines[0].endswith("differs by more than 10% (the dense model was not bit-identical: another CPU?)")
+
+
 def rerun_on_another_cpu(record, ac_factor: float, mac_delta: float = 0.0):
     """The record as a re-run on a CPU that trained other last bits: another dense model,
     ACs scaled by ``ac_factor`` (total and the AC layers), MACs shifted by ``mac_delta``."""
