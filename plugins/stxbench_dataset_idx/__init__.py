@@ -22,10 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stxbench.api import DataSplits, Dataset
-from stxbench.datasets import check_options, data_folder, require_files, scaled
-from stxbench.errors import UsageError
-from stxbench.hookspecs import hookimpl
+from stxbench.api import (
+    DataSplits,
+    Dataset,
+    UsageError,
+    check_options,
+    data_folder,
+    hookimpl,
+    require_files,
+    scaled,
+)
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
