@@ -57,7 +57,7 @@ def bare_loop(protocol: str, settings: list[str]) -> dict:
     from stxbench_neuron_lif import LIF
 
     from stxbench.api import Surrogate
-    from stxbench.models.spikformer import Spikformer, parse_size
+    from stxbench_model_spikformer.spikformer import Spikformer, parse_size
     from stxbench.protocol import parse_value
 
     start = time.perf_counter()

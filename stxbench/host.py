@@ -83,11 +83,6 @@ class PluginHost:
         self.clashes: list[str] = []
         self._builtin: set[str] = set()
         self._muted_observers: set[str] = set()
-
-        from stxbench.models import builtin as builtin_models
-
-        self.pm.register(builtin_models, name="stxbench.models")
-        self._builtin.add("stxbench.models")
         if entry_points:
             self._load_entry_points()
         for name in extra_modules:

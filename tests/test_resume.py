@@ -150,7 +150,7 @@ def test_a_corrupted_dense_cache_entry_is_rebuilt(setup, tmp_path, cli):
 
 
 def test_cuda_out_of_memory_stops_cleanly(setup, tmp_path, cli, monkeypatch):
-    from stxbench.models.spikformer import Spikformer
+    from stxbench_model_spikformer.spikformer import Spikformer
 
     _, protocol, _ = setup
     real_forward, calls = Spikformer.forward, []

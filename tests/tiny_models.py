@@ -8,11 +8,11 @@ import torch
 
 from conftest import TINY_PROTOCOL
 from stxbench.api import NeuronSpec, Surrogate
-from stxbench.models.spikformer import Spikformer
 from stxbench.protocol import Protocol
 from stxbench.training import NullReporter, train_stage
 from stxbench_backend_torch import TorchBackend
 from stxbench_dataset_digits import Digits
+from stxbench_model_spikformer.spikformer import Spikformer
 from stxbench_neuron_lif import LIF
 
 #: Epochs that take the tiny model (spikformer-1-16, T=2) well off chance (~0.58) in ~2 s.
