@@ -3,7 +3,6 @@ fine-tuning -> evaluation -> record."""
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
 from collections.abc import Callable
@@ -59,13 +58,6 @@ from stxbench.runconfig import RunConfig
 from stxbench.training import NullReporter, Reporter, evaluate, seed_everything, train_stage
 
 RESULT_FILE = "result.json"
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("STXBENCH_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stxbench"
 
 
 @dataclass
