@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from tabulate import tabulate
 
-from stxbench.cli import app, common
+from stxbench.cli import common
+from stxbench.cli.root import app
 from stxbench.cli.options import ProtocolOption, QuietOption, SettingsOption, with_run_options
 from stxbench.checkpoints import RUN_CHECKPOINT
 from stxbench.errors import RunFailed, UsageError

@@ -18,7 +18,8 @@ import typer
 from rich.console import Console
 from tabulate import tabulate
 
-from stxbench.cli import app, common
+from stxbench.cli import common
+from stxbench.cli.root import app
 from stxbench.cli.options import ProtocolOption, QuietOption, SettingsOption, with_run_options
 from stxbench.cli.run import RichReporter
 from stxbench.errors import UsageError
