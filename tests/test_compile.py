@@ -19,7 +19,7 @@ from stxbench.protocol import load_protocol
 from stxbench.runconfig import resolve
 from stxbench.runner import Run, build_model
 from stxbench.runoptions import RunOptions
-from stxbench.training import NullReporter, evaluate, train_stage
+from stxbench.training import NullReporter, StageHooks, evaluate, train_stage
 
 TINY_GRAPHS = 6  # stem, token and attention neurons (threshold 0.5), with and without grad
 
@@ -123,7 +123,8 @@ def test_compiled_training_and_predictions_bit_identical(protocols, tmp_path):
         model = build_model(run)
         compiler = compile_neurons(model, tmp_path, warnings.append) if compiled else None
         losses = StepLosses()
-        train_stage(model, splits, proto.train, name="dense", seed=0, device=run.device, reporter=losses)
+        train_stage(model, splits, proto.train, name="dense", seed=0, device=run.device,
+                    hooks=StageHooks(reporter=losses))
         full = evaluate(model, splits, 360, run.device)
         graphs = compiler.graphs if compiler else 0
         partial = evaluate(model, splits, 100, run.device)  # batches of 100, 100, 100, 60
