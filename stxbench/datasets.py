@@ -46,8 +46,6 @@ class Dataset(ABC):
 
     name: ClassVar[str]
     summary: ClassVar[str]
-    #: True when the data come from the user's folder (``--data-root``).
-    needs_root: ClassVar[bool] = False
 
     @abstractmethod
     def load(self, root: str | None, **options) -> DataSplits:

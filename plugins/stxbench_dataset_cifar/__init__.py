@@ -112,8 +112,6 @@ class Release:
 
 
 class Cifar(Dataset):
-    needs_root = True
-
     def __init__(self, name: str, summary: str, release: Release, num_classes: int,
                  mean: tuple[float, ...], std: tuple[float, ...]):
         self.name, self.summary, self.release = name, summary, release

@@ -111,7 +111,6 @@ def flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 class EventDataset(Dataset):
-    needs_root = True
     classes: tuple[str, ...]
     layout: str
 

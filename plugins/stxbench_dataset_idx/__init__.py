@@ -84,7 +84,6 @@ class IdxDataset(Dataset):
         self.torchvision_name = torchvision_name
         self.summary = summary
         self.default_root = default_root
-        self.needs_root = default_root is None
 
     def folder(self, root: str | None) -> Path:
         layout = f"{LAYOUT} in DIR or in DIR/{self.torchvision_name}/raw/"
