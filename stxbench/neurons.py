@@ -177,7 +177,6 @@ class Backend(ABC):
         """Build one multi-step neuron layer for ``site``."""
 
 
-
 #: How a model gets a neuron layer for a site (a backend's `make_neuron` with the spec and
 #: surrogate bound).
 MakeNeuron = Callable[[NeuronSite], nn.Module]
