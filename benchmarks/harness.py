@@ -22,7 +22,8 @@ import torch
 from stxbench.api import Surrogate
 from stxbench.host import PluginHost
 from stxbench.runconfig import RunConfig, resolve
-from stxbench.runner import Run, default_cache_dir
+from stxbench.runner import Run
+from stxbench.runoptions import RunOptions
 from stxbench.training import NullReporter
 
 
@@ -76,8 +77,7 @@ def protocol_run(
                     f"model.surrogate_alpha={surrogate.alpha}"]
     config = resolve(
         host, protocol=protocol, neuron="lif", pruner="none", backend=backend, seed=None,
-        settings=settings or [], device="cpu", out_dir=Path("unused"),
-        cache_dir=cache_dir or default_cache_dir(),
+        settings=settings or [], out_dir=Path("unused"), options=RunOptions(device="cpu", cache_dir=cache_dir),
     )
     splits = host.dataset(config.protocol.data.dataset).load(None)
     run = Run(config, host, torch.device("cpu"), splits, host.backend(backend), config.surrogate,

@@ -33,6 +33,7 @@ from stxbench.host import PluginHost
 from stxbench.protocol import load_protocol
 from stxbench.runconfig import resolve
 from stxbench.runner import execute
+from stxbench.runoptions import RunOptions
 
 QUICK = ["train.epochs=2", "finetune.epochs=1"]
 
@@ -41,8 +42,8 @@ def stxbench_run(protocol: str, settings: list[str], counts: bool, threads: int,
     start = time.perf_counter()
     host = PluginHost(())
     config = resolve(host, protocol=protocol, neuron="lif", pruner="none", backend="torch", seed=None,
-                     settings=settings, device="cpu", out_dir=folder / "run", cache_dir=folder / "cache",
-                     threads=threads, counts=counts)
+                     settings=settings, out_dir=folder / "run",
+                     options=RunOptions(device="cpu", cache_dir=folder / "cache", threads=threads, counts=counts))
     reporter = RichReporter(Console(file=io.StringIO(), force_terminal=True))
     record = execute(config, host, reporter=reporter)
     total = time.perf_counter() - start
@@ -54,10 +55,10 @@ def bare_loop(protocol: str, settings: list[str]) -> dict:
     """What one would write by hand: model, data, AdamW + cosine, two stages, one evaluation."""
     from stxbench_backend_torch import LIFFamilyNeuron
     from stxbench_dataset_digits import Digits
+    from stxbench_model_spikformer.spikformer import Spikformer, parse_size
     from stxbench_neuron_lif import LIF
 
     from stxbench.api import Surrogate
-    from stxbench.models.spikformer import Spikformer, parse_size
     from stxbench.protocol import parse_value
 
     start = time.perf_counter()

@@ -21,7 +21,7 @@ from tabulate import tabulate
 
 from stxbench.checkpoints import dense_checkpoint_path, load_dense
 from stxbench.compile import compile_neurons
-from stxbench.runner import build_model, default_cache_dir
+from stxbench.runner import build_model
 from stxbench.training import evaluate
 
 VARIANTS = {
@@ -60,7 +60,7 @@ def main() -> None:
             pruner.prune(model, pruner.Params(**params))
             pruner.finalize(model)
             if compiled:
-                compiler = compile_neurons(model, default_cache_dir(), run.warn)
+                compiler = compile_neurons(model, config.cache_dir, run.warn)
             evaluate(model, splits, proto.eval.batch_size, run.device)  # warm-up (and compilation)
             evals[(name, compiled)] = (lambda m=model: evaluate(m, splits, proto.eval.batch_size, run.device))
         print(f"  {name}: ready" + (f" ({compiler.graphs} new graphs)" if compiled else ""), flush=True)

@@ -25,7 +25,7 @@ from torch import nn
 
 from stxbench.api import Surrogate
 from stxbench.compile import compile_neurons
-from stxbench.runner import build_model, default_cache_dir
+from stxbench.runner import build_model
 from stxbench.training import batches, make_optimizer
 
 WARMUP_STEPS = 2
@@ -72,7 +72,7 @@ def main() -> None:
         for compiled in (False, True):
             model = build_model(backend_run).train()
             if compiled:
-                compiler = compile_neurons(model, default_cache_dir(), backend_run.warn)
+                compiler = compile_neurons(model, backend_run.config.cache_dir, backend_run.warn)
             step = make_step(model, make_optimizer(model, proto.train), x, y)
             start = time.perf_counter()
             losses[compiled] = [step() for _ in range(WARMUP_STEPS)]

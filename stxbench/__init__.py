@@ -1,7 +1,8 @@
-"""stxbench: a benchmark suite for efficient spiking Transformers."""
+"""stxbench: a benchmark suite for efficient spiking Transformers.
 
-from stxbench.hookspecs import hookimpl
+Plugins import from `stxbench.api` only (``from stxbench.api import hookimpl``).
+"""
 
 __version__ = "0.1.0"
 
-__all__ = ["hookimpl", "__version__"]
+__all__ = ["__version__"]

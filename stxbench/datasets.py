@@ -1,18 +1,58 @@
-"""Helpers for dataset plugins: checking a user's folder, option handling, tensor augmentation.
+"""The dataset contract (`Dataset`, `DataSplits`) and helpers for dataset plugins: checking a
+user's folder, option handling, tensor augmentation.
 
-Plugins import these like any other part of the public API (`stxbench.api`); none of them
-touches the network.
+Plugins import these through `stxbench.api`; none of them touches the network.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from stxbench.errors import UsageError
+
+
+@dataclass
+class DataSplits:
+    """What a dataset plugin hands the host.
+
+    ``train``/``test`` are torch datasets yielding ``(x, label)``; a ``TensorDataset`` takes a
+    fast path (batches are sliced, not collated). ``input_shape`` is one sample's shape without
+    time: ``(C, H, W)`` for images, ``(C, L)`` for sequences. With ``temporal=True`` each sample
+    already carries its own time axis ``[T, *input_shape]`` (event frames); otherwise the model
+    repeats the input over T (direct encoding). ``prepare`` turns a stored batch into the float
+    model input (scaling, normalisation); ``augment`` is applied to training batches only, with
+    the run's seeded generator.
+    """
+
+    train: torch.utils.data.Dataset
+    test: torch.utils.data.Dataset
+    input_shape: tuple[int, ...]
+    num_classes: int
+    temporal: bool = False
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    info: dict[str, object] = field(default_factory=dict)
+
+
+class Dataset(ABC):
+    """Real data from an installed package or the user's folder. Never downloads."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+
+    @abstractmethod
+    def load(self, root: str | None, **options) -> DataSplits:
+        """Return the splits. A missing or incomplete folder raises `UsageError` naming the
+        expected layout and the first missing file. ``options`` come from the protocol's
+        ``[data.options]`` (plus ``frames = T`` for event data); the host passes none when the
+        protocol sets none, and an unknown option is a `UsageError`."""
 
 
 def data_folder(dataset: str, root: str | None, layout: str) -> Path:

@@ -1,7 +1,8 @@
 """The whole extension surface of stxbench.
 
 A plugin is a Python module (usually a small package) that implements some of the hooks below,
-marked with ``@stxbench.hookimpl``, and is made known to the host in one of two ways:
+marked with ``@hookimpl`` (``from stxbench.api import hookimpl``), and is made known to the host
+in one of two ways:
 
 * an entry point in the ``stxbench`` group of its distribution::
 
@@ -10,7 +11,7 @@ marked with ``@stxbench.hookimpl``, and is made known to the host in one of two 
 
 * ``stxbench -p my_module ...`` for a module on ``sys.path`` (handy while developing).
 
-stxbench's own neurons, pruners, backends and datasets live in ``plugins/`` and register through
+stxbench's own neurons, pruners, backends, datasets and models live in ``plugins/`` and register through
 the same entry-point group, so they have no powers a third-party plugin lacks. Built-ins win
 name clashes; the clash is reported by ``stxbench list``.
 
@@ -22,9 +23,9 @@ working; only runs that ask for the broken component fail.
 The remaining hooks are *observers* of a run (progress reporting, experiment trackers). They
 must not change the run: an observer that raises is reported once and then left out.
 
-Import only ``stxbench`` and ``torch`` at module level; import your SNN library inside the
-methods that need it, so ``stxbench list`` stays fast and shows a missing library instead of
-failing to load your plugin.
+Import only ``stxbench.api`` (everything a plugin may use from stxbench) and ``torch`` at
+module level; import your SNN library inside the methods that need it, so ``stxbench list``
+stays fast and shows a missing library instead of failing to load your plugin.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from stxbench.api import Backend, Dataset, ModelFamily, NeuronSpec, Pruner
+    from stxbench.datasets import Dataset
+    from stxbench.models.base import ModelFamily
+    from stxbench.neurons import Backend, NeuronSpec
+    from stxbench.pruners import Pruner
     from stxbench.record import Record
     from stxbench.runconfig import RunConfig
 
@@ -91,7 +95,7 @@ def stxbench_add_datasets() -> list[Dataset]:
     folder (``--data-root``) and never touches the network. A missing or incomplete folder
     raises `UsageError` naming the expected layout and the first missing file. Protocol options
     (``[data.options]``, plus ``frames = T`` for event data) arrive as keyword arguments of
-    ``load``; `stxbench.datasets` has helpers (folder checks, seeded crop/flip, normalisation).
+    ``load``; `stxbench.api` has helpers (folder checks, seeded crop/flip, normalisation).
     """
 
 
@@ -100,7 +104,7 @@ def stxbench_add_models() -> list[ModelFamily]:
     """Return the model families this plugin provides.
 
     A `stxbench.api.ModelFamily` named ``spikformer`` builds ``spikformer-4-384`` and the like.
-    Its models subclass `stxbench.models.base.SpikingModel`, which tells pruners where the
+    Its models subclass `stxbench.api.SpikingModel`, which tells pruners where the
     ST-block matrices are and tells metrics where the neurons are.
     """
 

@@ -76,20 +76,14 @@ def module_sha256(module: ModuleType | None) -> dict[str, str]:
 class PluginHost:
     """Loads plugins from the ``stxbench`` entry-point group and from ``-p`` modules."""
 
-    def __init__(self, extra_modules: Sequence[str] = (), *, entry_points: bool = True):
+    def __init__(self, extra_modules: Sequence[str] = ()):
         self.pm = pluggy.PluginManager("stxbench")
         self.pm.add_hookspecs(hookspecs)
         self.failures: list[PluginFailure] = []
         self.clashes: list[str] = []
         self._builtin: set[str] = set()
         self._muted_observers: set[str] = set()
-
-        from stxbench.models import builtin as builtin_models
-
-        self.pm.register(builtin_models, name="stxbench.models")
-        self._builtin.add("stxbench.models")
-        if entry_points:
-            self._load_entry_points()
+        self._load_entry_points()
         for name in extra_modules:
             self._load_module(name)
         self.components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}

@@ -1,5 +1,5 @@
 """LIF-family pieces every backend shares, so that all of them hold the same learnables under the
-same names and charge with the same floating-point expression (`stxbench.api.NeuronSpec`).
+same names and charge with the same floating-point expression (`stxbench.neurons.NeuronSpec`).
 
 A backend plugin builds its neuron on its own library; it uses these helpers only for what the
 spec fixes exactly: the names, shapes and initial values of the learnables (``w`` for the decay,
@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from stxbench.api import NeuronSite, NeuronSpec
+from stxbench.neurons import NeuronSite, NeuronSpec
 
 #: sLIF thresholds are kept positive by clamping at this floor (a no-op at initialisation).
 THRESHOLD_FLOOR = 1e-3

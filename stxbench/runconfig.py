@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,13 @@ from stxbench.errors import UsageError
 from stxbench.execution import resolve_precision
 from stxbench.host import PluginHost
 from stxbench.protocol import DEFAULT_PROTOCOL, Protocol, load_protocol, parse_value
+from stxbench.runoptions import RunOptions, default_cache_dir
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything one run needs, resolved and checked."""
+@dataclass(frozen=True, kw_only=True)
+class RunConfig(RunOptions):
+    """Everything one run needs, resolved and checked: what it runs, and its `RunOptions` with
+    every default decided (device, precision, compile and cache folder pinned)."""
 
     protocol: Protocol
     protocol_sha256: str
@@ -29,16 +31,12 @@ class RunConfig:
     pruner_params: dict[str, Any]
     backend: str
     seed: int
-    device: str
     out_dir: Path
+    plugins: tuple[str, ...] = ()
+    device: str
+    precision: str  # fp32 or bf16 (autocast)
+    compile: bool  # neuron layers through torch.compile (stxbench.compile)
     cache_dir: Path
-    threads: int | None = None
-    data_root: str | None = None
-    counts: bool = True
-    plugins: tuple[str, ...] = field(default_factory=tuple)
-    precision: str = "fp32"  # fp32 or bf16 (autocast)
-    workers: int | None = None  # DataLoader workers; None: 0 on CPUs, up to 8 per GPU process
-    compile: bool = False  # neuron layers through torch.compile (stxbench.compile)
 
     @property
     def surrogate(self) -> Surrogate:
@@ -106,16 +104,9 @@ def resolve(
     backend: str,
     seed: int | None,
     settings: list[str],
-    device: str,
     out_dir: Path,
-    cache_dir: Path,
-    threads: int | None = None,
-    data_root: str | None = None,
-    counts: bool = True,
+    options: RunOptions = RunOptions(),
     plugins: tuple[str, ...] = (),
-    precision: str = "auto",
-    workers: int | None = None,
-    compile: bool | None = None,
 ) -> RunConfig:
     protocol_overrides, given_params = split_settings(settings)
     proto = load_protocol(protocol, protocol_overrides)
@@ -131,15 +122,19 @@ def resolve(
     back.check_neuron(spec, surrogate)
     params = resolve_pruner_params(host, proto, pruner, given_params)
     cost_model(proto.energy_model)  # an unknown energy model is a usage error, before any work
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {threads}")
-    if workers is not None and workers < 0:
-        raise UsageError(f"--workers must be >= 0, got {workers}")
+    options.check()
     seed = proto.seeds[0] if seed is None else seed
     if seed < 0:
         raise UsageError(f"--seed must be >= 0, got {seed}")
-    device = resolve_device(device)
+    device = resolve_device(options.device)
     return RunConfig(
+        **{
+            **options.values(),
+            "device": device,
+            "precision": resolve_precision(options.precision, device),
+            "compile": proto.compile if options.compile is None else options.compile,
+            "cache_dir": options.cache_dir or default_cache_dir(),
+        },
         protocol=proto,
         protocol_sha256=proto.sha256(),
         official=not protocol_overrides and seed in proto.seeds,
@@ -149,14 +144,6 @@ def resolve(
         pruner_params=params,
         backend=backend,
         seed=seed,
-        device=device,
         out_dir=out_dir,
-        cache_dir=cache_dir,
-        threads=threads,
-        data_root=data_root,
-        counts=counts,
         plugins=tuple(plugins),
-        precision=resolve_precision(precision, device),
-        workers=workers,
-        compile=proto.compile if compile is None else compile,
     )

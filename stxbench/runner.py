@@ -3,7 +3,6 @@ fine-tuning -> evaluation -> record."""
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
 from collections.abc import Callable
@@ -44,9 +43,11 @@ from stxbench.execution import (
 )
 from stxbench.host import PluginHost
 from stxbench.models.base import SpikingModel
+from stxbench.protocol import StageSection
 from stxbench.provenance import device_name, git_commit, now_utc, sha256_file
 from stxbench.record import (
     ConfigInfo,
+    Counts,
     ExecutionInfo,
     Metrics,
     Provenance,
@@ -56,16 +57,17 @@ from stxbench.record import (
     write_record,
 )
 from stxbench.runconfig import RunConfig
-from stxbench.training import NullReporter, Reporter, evaluate, seed_everything, train_stage
+from stxbench.training import (
+    EvalResult,
+    NullReporter,
+    Reporter,
+    StageHooks,
+    evaluate,
+    seed_everything,
+    train_stage,
+)
 
 RESULT_FILE = "result.json"
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("STXBENCH_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stxbench"
 
 
 @dataclass
@@ -114,6 +116,23 @@ class Run:
     def on_epoch_end(self, stage: str):
         return lambda epoch, values: self.notify("stxbench_epoch_end", stage=stage, epoch=epoch, metrics=values)
 
+    def train(self, model: SpikingModel, stage: str, section: StageSection) -> float:
+        """Train ``model`` through one stage of the protocol, from where the run checkpoint
+        stopped if it stopped in this stage; returns the stage's seconds."""
+        resume = self.resume_of(stage)
+        hooks = StageHooks(self.reporter, self.on_epoch_end(stage), self.checkpointer(stage, model))
+        result = train_stage(model, self.splits, section, name=stage, seed=self.config.seed,
+                             device=self.device, execution=self.execution, hooks=hooks,
+                             resume=resume and resume["progress"])
+        return result.seconds
+
+    def accuracy(self, model: SpikingModel) -> float | None:
+        """Test accuracy, on rank 0 alone over the whole test split (None on the other ranks)."""
+        if not self.execution.is_main:
+            return None
+        proto = self.config.protocol
+        return evaluate(model, self.splits, proto.eval.batch_size, self.device, self.execution).accuracy
+
 
 def build_model(run: Run) -> SpikingModel:
     proto = run.config.protocol
@@ -136,6 +155,16 @@ def build_model(run: Run) -> SpikingModel:
 
 
 def stage_dense(run: Run, model: SpikingModel) -> tuple[float | None, Path]:
+    """Stage 1: the dense model (`train_or_load_dense`) and the seconds it took to train (None
+    when it came from the cache; a run resumed in stage 3 keeps those of its dense stage)."""
+    seconds, path = train_or_load_dense(run, model)
+    if run.resume_of("finetune") is not None:
+        seconds = run.done.get("dense_s")  # the dense stage ran before the interruption
+    run.done["dense_s"] = seconds
+    return seconds, path
+
+
+def train_or_load_dense(run: Run, model: SpikingModel) -> tuple[float | None, Path]:
     """Train the dense model with the base neuron, or load it from the cache. In a distributed
     run rank 0 reads and writes the cache and the others take its weights."""
     ex = run.execution
@@ -149,23 +178,11 @@ def stage_dense(run: Run, model: SpikingModel) -> tuple[float | None, Path]:
             return None, path
     else:
         model.load_state_dict(resume["model"])
-    result = train_stage(
-        model,
-        run.splits,
-        run.config.protocol.train,
-        name="dense",
-        seed=run.config.seed,
-        device=run.device,
-        reporter=run.reporter,
-        on_epoch_end=run.on_epoch_end("dense"),
-        execution=ex,
-        resume=resume and resume["progress"],
-        on_checkpoint=run.checkpointer("dense", model),
-    )
+    seconds = run.train(model, "dense", run.config.protocol.train)
     if ex.is_main:
         save_dense(path, model)
     broadcast_state(model, ex)  # the others wait here while rank 0 writes
-    return result.seconds, path
+    return seconds, path
 
 
 # -- stages 2 and 3 -----------------------------------------------------------------------
@@ -185,21 +202,9 @@ def stage_finetune(run: Run, model: SpikingModel) -> float:
     if resume is not None:
         model.load_state_dict(resume["model"])
     model.to(run.device)
-    result = train_stage(
-        model,
-        run.splits,
-        run.config.protocol.finetune,
-        name="finetune",
-        seed=run.config.seed,
-        device=run.device,
-        reporter=run.reporter,
-        on_epoch_end=run.on_epoch_end("finetune"),
-        execution=run.execution,
-        resume=resume and resume["progress"],
-        on_checkpoint=run.checkpointer("finetune", model),
-    )
+    seconds = run.train(model, "finetune", run.config.protocol.finetune)
     run.host.pruner(run.config.pruner).finalize(model)
-    return result.seconds
+    return seconds
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -249,8 +254,45 @@ def execute(
         raise RunFailed(culprit) from None
 
 
+@dataclass
+class Outcome:
+    """What the stages measured, filled in as they run; the record is made of it."""
+
+    params_total: int
+    shapes: dict[str, tuple[int, int]]  # every ST matrix's dense (out, in), before pruning
+    dense_s: float | None = None  # None: the dense model came from the cache
+    checkpoint: Path | None = None  # the dense checkpoint
+    accuracy_dense: float | None = None
+    accuracy_pruned: float | None = None
+    finetune_s: float = 0.0
+    final: EvalResult | None = None
+    rates: metrics.FiringRates | None = None
+    counts: Counts | None = None
+
+
 def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter: Reporter,
              warn: Callable[[str], None], last_checkpoint: list[str]) -> Record | None:
+    run = start_run(config, host, execution, reporter, warn, last_checkpoint)
+    model = build_model(run)
+    compiler = compile_neurons(model, config.cache_dir, warn) if config.compile else None
+    outcome = Outcome(metrics.count_parameters(model), metrics.dense_shapes(model))
+    outcome.dense_s, outcome.checkpoint = stage_dense(run, model)
+    outcome.accuracy_dense = run.accuracy(model)
+    stage_prune(run, model)
+    outcome.accuracy_pruned = run.accuracy(model)
+    outcome.finetune_s = stage_finetune(run, model)
+    if not execution.is_main:
+        return None  # rank 0 alone evaluates, counts and writes the record
+    outcome.final, outcome.rates = final_evaluation(run, model, compiler)
+    outcome.counts = count_ops(run, model)
+    record = make_record(run, model, outcome, compiler)
+    write_result(run, record)
+    return record
+
+
+def start_run(config: RunConfig, host: PluginHost, execution: Execution, reporter: Reporter,
+              warn: Callable[[str], None], last_checkpoint: list[str]) -> Run:
+    """Threads and seeds, the checkpoint to resume (if any), the data, the device: the `Run`."""
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
@@ -270,37 +312,34 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
               resume=resume, done=dict(resume["done"]) if resume else {},
               last_checkpoint=last_checkpoint)
     run.notify("stxbench_run_start", config=config)
-    main = execution.is_main
+    return run
 
-    model = build_model(run)
-    compiler = compile_neurons(model, config.cache_dir, warn) if config.compile else None
-    params_total = metrics.count_parameters(model)
-    shapes = metrics.dense_shapes(model)
-    dense_s, checkpoint = stage_dense(run, model)
-    if run.resume_of("finetune") is not None:
-        dense_s = run.done.get("dense_s")  # the dense stage ran before the interruption
-    run.done["dense_s"] = dense_s
-    # Evaluation runs on rank 0 alone, over the whole test split, exactly as in one process.
-    if main:
-        accuracy_dense = evaluate(model, splits, proto.eval.batch_size, run.device, execution).accuracy
 
-    stage_prune(run, model)
-    if main:
-        accuracy_pruned = evaluate(model, splits, proto.eval.batch_size, run.device, execution).accuracy
-    finetune_s = stage_finetune(run, model)
-    if not main:
-        return None
-
+def final_evaluation(run: Run, model: SpikingModel,
+                     compiler: NeuronCompiler | None) -> tuple[EvalResult, metrics.FiringRates]:
+    """The timed evaluation over the test split, recording firing rates."""
+    batch_size = run.config.protocol.eval.batch_size
     if compiler:  # compile the final neurons' evaluation graphs outside the timed evaluation
-        evaluate(model, first_batch(splits, proto.eval.batch_size), proto.eval.batch_size, run.device, execution)
+        evaluate(model, first_batch(run.splits, batch_size), batch_size, run.device, run.execution)
     with metrics.FiringRates(model) as rates:
-        final = evaluate(model, splits, proto.eval.batch_size, run.device, execution)
-    stats = metrics.matrix_stats(model, shapes)
-    counts = None
-    if config.counts:  # a pass of its own, so that eval timing stays free of counting
-        counts = count_test_head(model, splits, proto.eval.batch_size, proto.eval.count_samples, run.device)
+        final = evaluate(model, run.splits, batch_size, run.device, run.execution)
+    return final, rates
 
-    record = Record(
+
+def count_ops(run: Run, model: SpikingModel) -> Counts | None:
+    """Op counts on the head of the test split; a pass of its own, so that the evaluation's
+    timing stays free of counting. None with --no-counts."""
+    if not run.config.counts:
+        return None
+    ev = run.config.protocol.eval
+    return count_test_head(model, run.splits, ev.batch_size, ev.count_samples, run.device)
+
+
+def make_record(run: Run, model: SpikingModel, outcome: Outcome, compiler: NeuronCompiler | None) -> Record:
+    config, proto = run.config, run.config.protocol
+    final, counts = outcome.final, outcome.counts
+    stats = metrics.matrix_stats(model, outcome.shapes)
+    return Record(
         protocol=ProtocolInfo(
             name=proto.name, sha256=config.protocol_sha256, official=config.official,
             overrides=config.overrides,
@@ -312,24 +351,27 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
             surrogate=config.surrogate.name, surrogate_alpha=config.surrogate.alpha,
         ),
         metrics=Metrics(
-            accuracy=final.accuracy, accuracy_dense=accuracy_dense, accuracy_pruned=accuracy_pruned,
-            correct=final.correct, test_samples=final.samples, params_total=params_total,
-            params_effective=metrics.params_effective(model, stats),
-            sparsity=metrics.st_sparsity(stats), firing_rate=rates.overall(),
-            firing_rates=rates.per_layer(), matrices=stats,
+            accuracy=final.accuracy, accuracy_dense=outcome.accuracy_dense,
+            accuracy_pruned=outcome.accuracy_pruned, correct=final.correct, test_samples=final.samples,
+            params_total=outcome.params_total, params_effective=metrics.params_effective(model, stats),
+            sparsity=metrics.st_sparsity(stats), firing_rate=outcome.rates.overall(),
+            firing_rates=outcome.rates.per_layer(), matrices=stats,
         ),
         counts=counts,
         energy=energy_of(counts, cost_model(proto.energy_model)) if counts else None,
         timing=Timing(
-            dense_s=dense_s, finetune_s=finetune_s, eval_s=final.seconds,
+            dense_s=outcome.dense_s, finetune_s=outcome.finetune_s, eval_s=final.seconds,
             samples_per_s=final.samples / final.seconds if final.seconds > 0 else float(final.samples),
         ),
-        provenance=provenance(run, checkpoint, compiler),
+        provenance=provenance(run, outcome.checkpoint, compiler),
     )
-    write_record(record, config.out_dir / RESULT_FILE)
-    remove_run_checkpoint(config)  # the record is the run's result now
+
+
+def write_result(run: Run, record: Record) -> None:
+    """Write the record; it replaces the run checkpoint as the run's result."""
+    write_record(record, run.config.out_dir / RESULT_FILE)
+    remove_run_checkpoint(run.config)
     run.notify("stxbench_run_end", record=record)
-    return record
 
 
 def provenance(run: Run, checkpoint: Path, compiler: NeuronCompiler | None) -> Provenance:

@@ -6,7 +6,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from typing import Protocol as TypingProtocol
 
@@ -145,8 +145,6 @@ class NullReporter:
 @dataclass
 class StageResult:
     seconds: float
-    steps: int
-    final_loss: float | None
 
 
 def _to_input(x: torch.Tensor, splits: DataSplits, device: torch.device) -> torch.Tensor:
@@ -166,6 +164,63 @@ def mixup(
     return x, one_hot * lam + one_hot.flip(0) * (1.0 - lam)
 
 
+@dataclass
+class StageHooks:
+    """Who hears from a stage of training: the progress display, the observers of each epoch's
+    end (``on_epoch_end(epoch, {"loss": ..., "train_accuracy": ...})``), and the checkpointer,
+    which receives the stage's `StageState.progress` after every epoch."""
+
+    reporter: Reporter = field(default_factory=NullReporter)
+    on_epoch_end: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None
+
+
+@dataclass
+class StageState:
+    """Where a stage of training stands: its optimiser, schedule, random streams and position.
+    `progress` is what a checkpoint keeps of it; `restore` puts a stage back exactly there."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    augment_rng: torch.Generator  # augmentation, seeded with (stage seed, rank)
+    mixup_rng: np.random.Generator  # mixup, seeded with (stage seed, rank, 1)
+    epoch: int = 0  # the next epoch to train
+    step: int = 0
+    seconds: float = 0.0  # time already spent on the stage (a resumed stage restores it)
+
+    def progress(self, seconds: float) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "step": self.step, "seconds": seconds,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "rng": {"augment": self.augment_rng.get_state(), "mixup": self.mixup_rng.bit_generator.state,
+                    "torch": torch.get_rng_state()},
+        }
+
+    def restore(self, progress: dict[str, Any]) -> None:
+        self.epoch, self.step, self.seconds = progress["epoch"], progress["step"], progress["seconds"]
+        self.optimizer.load_state_dict(progress["optimizer"])
+        self.scheduler.load_state_dict(progress["scheduler"])
+        self.augment_rng.set_state(progress["rng"]["augment"])
+        self.mixup_rng.bit_generator.state = progress["rng"]["mixup"]
+        torch.set_rng_state(progress["rng"]["torch"])
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """A stage's fixed shape: batches per epoch, total and warm-up steps."""
+
+    drop_last: bool
+    per_epoch: int
+    total: int
+    warmup: int
+
+    @classmethod
+    def of(cls, splits: DataSplits, stage: StageSection) -> StagePlan:
+        drop_last = len(splits.train) >= stage.batch_size  # fixed batch shapes, unless tiny
+        per_epoch = steps_per_epoch(splits.train, stage.batch_size, drop_last)
+        return cls(drop_last, per_epoch, per_epoch * stage.epochs, round(stage.warmup_epochs * per_epoch))
+
+
 def train_stage(
     model: nn.Module,
     splits: DataSplits,
@@ -174,11 +229,9 @@ def train_stage(
     name: str,
     seed: int,
     device: torch.device,
-    reporter: Reporter,
-    on_epoch_end: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
     execution: Execution = Execution(),
+    hooks: StageHooks | None = None,
     resume: dict[str, Any] | None = None,
-    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> StageResult:
     """Train ``model`` for one stage. A non-finite loss stops the run (`RunFailed`).
 
@@ -186,86 +239,103 @@ def train_stage(
     ``(stage seed, e)``, identical on every process; augmentation and mixup draw from streams
     seeded with ``(stage seed, rank)``.
 
-    After every epoch ``on_checkpoint`` receives the stage's progress (epoch, step, optimiser,
-    schedule and every random stream); passing it back as ``resume``, with the model's weights
-    of that moment, continues the stage exactly as if it had never stopped."""
-    base_seed = stage_seed(seed, name)
-    torch.manual_seed(base_seed)
-    generator = torch.Generator().manual_seed(derive_seed(base_seed, execution.rank))
-    mix_rng = np.random.default_rng(derive_seed(base_seed, execution.rank, 1))
-    world = execution.world_size
-    drop_last = len(splits.train) >= stage.batch_size  # fixed batch shapes, unless tiny
-    per_epoch = steps_per_epoch(splits.train, stage.batch_size, drop_last)
-    total = per_epoch * stage.epochs
-    warmup = round(stage.warmup_epochs * per_epoch)
-    optimizer = make_optimizer(model, stage)
-    floor = stage.min_lr / stage.lr
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total, warmup, stage.schedule, floor)
-    )
-    criterion = nn.CrossEntropyLoss(label_smoothing=stage.label_smoothing)
-    net = wrap_data_parallel(model, execution, device)
-    first_epoch, step, spent = 0, 0, 0.0
+    After every epoch ``hooks.on_checkpoint`` receives the stage's progress (epoch, step,
+    optimiser, schedule and every random stream); passing it back as ``resume``, with the
+    model's weights of that moment, continues the stage exactly as if it had never stopped."""
+    loop = StageLoop(model, splits, stage, name=name, seed=seed, device=device, execution=execution,
+                     hooks=hooks or StageHooks())
     if resume is not None:
-        first_epoch, step, spent = resume["epoch"], resume["step"], resume["seconds"]
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        generator.set_state(resume["rng"]["augment"])
-        mix_rng.bit_generator.state = resume["rng"]["mixup"]
-        torch.set_rng_state(resume["rng"]["torch"])
-    reporter.start(name, total, completed=step)
-    start = time.perf_counter() - spent
-    loss_value = None
-    model.train()
-    try:
-        for epoch in range(first_epoch, stage.epochs):
-            loss_sum, correct, seen = 0.0, 0, 0
-            order = torch.Generator().manual_seed(derive_seed(base_seed, epoch))
-            mixing = stage.mixup > 0 and (stage.mixup_epochs is None or epoch < stage.mixup_epochs)
-            for x, y in batches(
-                splits.train, stage.batch_size, shuffle=True, drop_last=drop_last, generator=order,
-                shard=(execution.rank, world), workers=execution.workers,
-                pin_memory=execution.pin_memory,
-            ):
-                x = _to_input(x, splits, device)
-                if splits.augment is not None:
-                    x = splits.augment(x, generator)
-                y = y.to(device, non_blocking=True)
-                target = y
-                if mixing:
-                    x, target = mixup(x, y, splits.num_classes, stage.mixup, mix_rng)
-                with execution.autocast(device):
-                    logits = net(x)
-                    loss = criterion(logits.float(), target)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise RunFailed(
-                        f"training diverged: loss is {loss_value} at {name} epoch {epoch + 1}, "
-                        f"step {step + 1}; lower the learning rate ({name} lr = {stage.lr})"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if stage.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), stage.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                loss_sum += loss_value * len(y)
-                correct += (logits.argmax(1) == y).sum().item()
-                seen += len(y)
-                reporter.advance(loss_value)
-            loss_sum, correct, seen = all_reduce_sums([loss_sum, correct, seen], execution, device)
-            if on_checkpoint is not None:
-                on_checkpoint({
-                    "epoch": epoch + 1, "step": step, "seconds": time.perf_counter() - start,
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": {"augment": generator.get_state(), "mixup": mix_rng.bit_generator.state,
-                            "torch": torch.get_rng_state()},
-                })
-            on_epoch_end(epoch + 1, {"loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)})
-    finally:
-        reporter.finish()
-    return StageResult(time.perf_counter() - start, step, loss_value)
+        loop.state.restore(resume)
+    return loop.run()
+
+
+class StageLoop:
+    """The training loop of one stage: what stays fixed through it (model, data, the protocol's
+    section, where it runs), its `StageState`, and the epoch and step that advance that state."""
+
+    def __init__(self, model: nn.Module, splits: DataSplits, stage: StageSection, *, name: str,
+                 seed: int, device: torch.device, execution: Execution, hooks: StageHooks):
+        self.model, self.splits, self.stage, self.name = model, splits, stage, name
+        self.device, self.execution, self.hooks = device, execution, hooks
+        self.base_seed = stage_seed(seed, name)
+        torch.manual_seed(self.base_seed)
+        self.plan = StagePlan.of(splits, stage)
+        floor = stage.min_lr / stage.lr
+        optimizer = make_optimizer(model, stage)
+        self.state = StageState(
+            optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: lr_factor(step, self.plan.total, self.plan.warmup, stage.schedule, floor)),
+            augment_rng=torch.Generator().manual_seed(derive_seed(self.base_seed, execution.rank)),
+            mixup_rng=np.random.default_rng(derive_seed(self.base_seed, execution.rank, 1)),
+        )
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=stage.label_smoothing)
+        self.net = wrap_data_parallel(model, execution, device)
+
+    def run(self) -> StageResult:
+        """Every epoch left; after each, the checkpointer and the epoch's observers."""
+        state, hooks = self.state, self.hooks
+        hooks.reporter.start(self.name, self.plan.total, completed=state.step)
+        start = time.perf_counter() - state.seconds
+        self.model.train()
+        try:
+            while state.epoch < self.stage.epochs:
+                loss_sum, correct, seen = all_reduce_sums(self.train_epoch(), self.execution, self.device)
+                state.epoch += 1
+                if hooks.on_checkpoint is not None:
+                    hooks.on_checkpoint(state.progress(time.perf_counter() - start))
+                hooks.on_epoch_end(state.epoch, {"loss": loss_sum / max(seen, 1),
+                                                 "train_accuracy": correct / max(seen, 1)})
+        finally:
+            hooks.reporter.finish()
+        return StageResult(time.perf_counter() - start)
+
+    def train_epoch(self) -> list[float]:
+        """One epoch over this process's share of every batch; returns (loss sum, correct, seen)."""
+        stage, execution, epoch = self.stage, self.execution, self.state.epoch
+        order = torch.Generator().manual_seed(derive_seed(self.base_seed, epoch))
+        mixing = stage.mixup > 0 and (stage.mixup_epochs is None or epoch < stage.mixup_epochs)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y in batches(
+            self.splits.train, stage.batch_size, shuffle=True, drop_last=self.plan.drop_last,
+            generator=order, shard=(execution.rank, execution.world_size), workers=execution.workers,
+            pin_memory=execution.pin_memory,
+        ):
+            y = y.to(self.device, non_blocking=True)
+            loss_value, logits = self.train_step(x, y, mixing)
+            loss_sum += loss_value * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            self.hooks.reporter.advance(loss_value)
+        return [loss_sum, correct, seen]
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, mixing: bool) -> tuple[float, torch.Tensor]:
+        """One optimiser step on a batch (augmented, mixed up when the epoch mixes); returns the
+        loss and the logits."""
+        stage, state, splits = self.stage, self.state, self.splits
+        x = _to_input(x, splits, self.device)
+        if splits.augment is not None:
+            x = splits.augment(x, state.augment_rng)
+        target = y
+        if mixing:
+            x, target = mixup(x, y, splits.num_classes, stage.mixup, state.mixup_rng)
+        with self.execution.autocast(self.device):
+            logits = self.net(x)
+            loss = self.criterion(logits.float(), target)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise RunFailed(
+                f"training diverged: loss is {loss_value} at {self.name} epoch {state.epoch + 1}, "
+                f"step {state.step + 1}; lower the learning rate ({self.name} lr = {stage.lr})"
+            )
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if stage.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), stage.grad_clip)
+        state.optimizer.step()
+        state.scheduler.step()
+        state.step += 1
+        return loss_value, logits
 
 
 @dataclass

@@ -20,7 +20,7 @@ from stxbench.training import evaluate
 installed = needs(*LIBRARY_BACKENDS)
 
 MISSING_BACKEND = '''
-from stxbench import hookimpl
+from stxbench.api import hookimpl
 from stxbench.api import Backend
 
 
@@ -43,7 +43,7 @@ def stxbench_add_backends():
 # A third-party backend with the classic bug: it fires on `>` (nextafter(H, -inf) >= theta).
 GREATER_BACKEND = '''
 import torch
-from stxbench import hookimpl, lif
+from stxbench.api import hookimpl, lif
 from stxbench.api import Backend
 from stxbench_backend_torch import spike
 
@@ -83,7 +83,7 @@ def stxbench_add_backends():
 '''
 
 LOCAL_SLIF = '''
-from stxbench import hookimpl
+from stxbench.api import hookimpl
 from stxbench.api import NeuronSpec
 
 

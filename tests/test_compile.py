@@ -18,7 +18,8 @@ from stxbench.host import PluginHost
 from stxbench.protocol import load_protocol
 from stxbench.runconfig import resolve
 from stxbench.runner import Run, build_model
-from stxbench.training import NullReporter, evaluate, train_stage
+from stxbench.runoptions import RunOptions
+from stxbench.training import NullReporter, StageHooks, evaluate, train_stage
 
 TINY_GRAPHS = 6  # stem, token and attention neurons (threshold 0.5), with and without grad
 
@@ -111,7 +112,7 @@ class StepLosses(NullReporter):
 def test_compiled_training_and_predictions_bit_identical(protocols, tmp_path):
     host = PluginHost(())
     config = resolve(host, protocol=str(protocols["eager"]), neuron="lif", pruner="none", backend="torch",
-                     seed=0, settings=[], device="cpu", out_dir=tmp_path, cache_dir=tmp_path)
+                     seed=0, settings=[], out_dir=tmp_path, options=RunOptions(device="cpu", cache_dir=tmp_path))
     splits = host.dataset("digits").load(None)
     proto = config.protocol
     warnings = []
@@ -122,7 +123,8 @@ def test_compiled_training_and_predictions_bit_identical(protocols, tmp_path):
         model = build_model(run)
         compiler = compile_neurons(model, tmp_path, warnings.append) if compiled else None
         losses = StepLosses()
-        train_stage(model, splits, proto.train, name="dense", seed=0, device=run.device, reporter=losses)
+        train_stage(model, splits, proto.train, name="dense", seed=0, device=run.device,
+                    hooks=StageHooks(reporter=losses))
         full = evaluate(model, splits, 360, run.device)
         graphs = compiler.graphs if compiler else 0
         partial = evaluate(model, splits, 100, run.device)  # batches of 100, 100, 100, 60

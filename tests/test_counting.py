@@ -8,7 +8,7 @@ from torch import nn
 
 from stxbench.counting import OpCounter, count_batches
 from stxbench.errors import RunFailed
-from stxbench.models.spikformer import MatMul
+from stxbench_model_spikformer.spikformer import MatMul
 
 # 3 outputs x 4 inputs; nonzero weights per input column k: 2, 0, 2, 2 (column 1 fully pruned)
 # (real values: integer-valued weights would themselves be an integer operand)

@@ -73,7 +73,7 @@ def test_mnist1d_missing_package_is_one_line(monkeypatch):
 
 def test_sequences_feed_the_1d_stem():
     """(1, 40) sequences go through Spikformer's 1-D stem."""
-    from stxbench.models.spikformer import Spikformer
+    from stxbench_model_spikformer.spikformer import Spikformer
 
     model = Spikformer(depth=1, dim=16, input_shape=(1, 40), num_classes=10, T=2, pools=1,
                        make_neuron=lambda site: torch.nn.Identity())

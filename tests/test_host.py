@@ -21,7 +21,7 @@ def install_entry_point(folder, dist, name, module):
 
 
 GOOD_NEURON = """
-from stxbench import hookimpl
+from stxbench.api import hookimpl
 from stxbench.api import NeuronSpec
 
 @hookimpl
@@ -76,7 +76,7 @@ def test_p_module_that_does_not_exist_is_a_usage_error():
 
 def test_hook_that_raises_or_returns_the_wrong_type_is_contained(tmp_path, monkeypatch):
     write_module(tmp_path, "bad_hooks", """
-        from stxbench import hookimpl
+        from stxbench.api import hookimpl
 
         @hookimpl
         def stxbench_add_neurons():
@@ -103,7 +103,7 @@ def test_hook_that_raises_or_returns_the_wrong_type_is_contained(tmp_path, monke
 
 def test_builtins_win_name_clashes(tmp_path, monkeypatch):
     write_module(tmp_path, "fake_lif", """
-        from stxbench import hookimpl
+        from stxbench.api import hookimpl
         from stxbench.api import NeuronSpec
 
         @hookimpl

@@ -6,9 +6,9 @@ import torch
 from stxbench.api import NeuronSite, Surrogate
 from stxbench.errors import UsageError
 from stxbench.host import PluginHost
-from stxbench.models.builtin import SpikformerFamily
-from stxbench.models.spikformer import default_pools
 from stxbench_backend_torch import TorchBackend
+from stxbench_model_spikformer import SpikformerFamily
+from stxbench_model_spikformer.spikformer import default_pools
 from stxbench_neuron_lif import LIF
 
 
@@ -102,7 +102,11 @@ def test_bad_sizes_and_options_are_user_errors():
 def test_the_model_family_is_a_registered_plugin():
     host = PluginHost()
     assert host.names("model") == ["spikformer"]
-    assert host.get("model", "spikformer").plugin == "stxbench.models"
+    component = host.get("model", "spikformer")
+    assert component.plugin == "model-spikformer" and host.is_builtin(component.plugin)
+    # a record's plugin hashes cover the model's files, as they cover every other plugin's
+    assert sorted(host.plugin_sha256([component])) == [
+        "stxbench_model_spikformer/__init__.py", "stxbench_model_spikformer/spikformer.py"]
 
 
 def test_weight_decay_spares_biases_norms_and_neuron_constants():

@@ -40,7 +40,7 @@ def test_readme_plugin_loads_with_p_and_runs(tmp_path, monkeypatch, tiny_protoco
 
 
 OBSERVER = """
-from stxbench import hookimpl
+from stxbench.api import hookimpl
 
 EVENTS = []
 
@@ -58,7 +58,7 @@ def stxbench_run_end(record):
 """
 
 BROKEN_OBSERVER = """
-from stxbench import hookimpl
+from stxbench.api import hookimpl
 
 @hookimpl
 def stxbench_epoch_end(stage, epoch, metrics):

@@ -20,7 +20,7 @@ from stxbench.record import load_record
 
 KILLER = """
 import os, signal
-from stxbench import hookimpl
+from stxbench.api import hookimpl
 
 @hookimpl
 def stxbench_epoch_end(stage, epoch, metrics):
@@ -150,7 +150,7 @@ def test_a_corrupted_dense_cache_entry_is_rebuilt(setup, tmp_path, cli):
 
 
 def test_cuda_out_of_memory_stops_cleanly(setup, tmp_path, cli, monkeypatch):
-    from stxbench.models.spikformer import Spikformer
+    from stxbench_model_spikformer.spikformer import Spikformer
 
     _, protocol, _ = setup
     real_forward, calls = Spikformer.forward, []
@@ -172,7 +172,7 @@ def test_cuda_out_of_memory_stops_cleanly(setup, tmp_path, cli, monkeypatch):
 
 
 BROKEN_PRUNER = """
-from stxbench import hookimpl
+from stxbench.api import hookimpl
 from stxbench.api import Pruner, PrunerParams
 
 class Boom(Pruner):

@@ -8,11 +8,11 @@ import torch
 
 from conftest import TINY_PROTOCOL
 from stxbench.api import NeuronSpec, Surrogate
-from stxbench.models.spikformer import Spikformer
 from stxbench.protocol import Protocol
-from stxbench.training import NullReporter, train_stage
+from stxbench.training import train_stage
 from stxbench_backend_torch import TorchBackend
 from stxbench_dataset_digits import Digits
+from stxbench_model_spikformer.spikformer import Spikformer
 from stxbench_neuron_lif import LIF
 
 #: Epochs that take the tiny model (spikformer-1-16, T=2) well off chance (~0.58) in ~2 s.
@@ -46,8 +46,7 @@ def tiny_protocol(dense_epochs: int) -> Protocol:
 @functools.cache
 def _trained_state() -> dict[str, torch.Tensor]:
     model = tiny_model()
-    train_stage(model, digits(), tiny_protocol(TRAINED_EPOCHS).train, name="dense", seed=0,
-                device=CPU, reporter=NullReporter())
+    train_stage(model, digits(), tiny_protocol(TRAINED_EPOCHS).train, name="dense", seed=0, device=CPU)
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
@@ -69,6 +68,6 @@ def logits_on_test_split(model: torch.nn.Module) -> torch.Tensor:
 def finetune(model: torch.nn.Module, epochs: int = 1) -> None:
     """The tiny protocol's fine-tune stage (AdamW, lr 1e-3, no weight decay)."""
     stage = tiny_protocol(2).finetune.model_copy(update={"epochs": epochs})
-    train_stage(model, digits(), stage, name="finetune", seed=0, device=CPU, reporter=NullReporter())
+    train_stage(model, digits(), stage, name="finetune", seed=0, device=CPU)
 
 

@@ -12,8 +12,7 @@ with warnings.catch_warnings():  # norse 1.1 warns about torch.jit deprecations 
     import norse.torch as norse
     from norse.torch.functional.lif_box import LIFBoxParameters
 
-from stxbench import lif
-from stxbench.api import NeuronSite, NeuronSpec, Surrogate
+from stxbench.api import NeuronSite, NeuronSpec, Surrogate, lif
 
 
 def just_below(theta: torch.Tensor) -> torch.Tensor:

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from stxbench.api import Backend, NeuronSite, NeuronSpec, Surrogate
-from stxbench.errors import UsageError
-from stxbench.hookspecs import hookimpl
+from stxbench.api import Backend, NeuronSite, NeuronSpec, Surrogate, UsageError, hookimpl
 
 
 class SnntorchBackend(Backend):

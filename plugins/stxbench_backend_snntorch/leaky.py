@@ -7,8 +7,7 @@ import torch
 from snntorch import surrogate as snn_surrogate
 from torch import nn
 
-from stxbench import lif
-from stxbench.api import NeuronSite, NeuronSpec, Surrogate
+from stxbench.api import NeuronSite, NeuronSpec, Surrogate, lif
 
 
 def _fire_on_tie(ctx, input_: torch.Tensor, alpha: float) -> torch.Tensor:

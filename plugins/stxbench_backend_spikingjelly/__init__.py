@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from stxbench.api import Backend, NeuronSite, NeuronSpec, Surrogate
-from stxbench.hookspecs import hookimpl
+from stxbench.api import Backend, NeuronSite, NeuronSpec, Surrogate, hookimpl
 
 
 class SpikingjellyBackend(Backend):

@@ -9,8 +9,7 @@ from spikingjelly.activation_based import neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
 from torch import nn
 
-from stxbench import lif
-from stxbench.api import NeuronSite, NeuronSpec, Surrogate
+from stxbench.api import NeuronSite, NeuronSpec, Surrogate, lif
 
 # spikingjelly's custom ops make torch look for triton kernels; without triton (any CPU machine)
 # torch logs "Triton not available" at every first call: harmless, and noise in our output.

@@ -13,10 +13,7 @@ import math
 import torch
 from torch import nn
 
-from stxbench import lif
-from stxbench.api import Backend, NeuronSite, NeuronSpec, Surrogate
-from stxbench.hookspecs import hookimpl
-from stxbench.lif import THRESHOLD_FLOOR  # noqa: F401  (re-exported: sLIF's floor)
+from stxbench.api import Backend, NeuronSite, NeuronSpec, Surrogate, hookimpl, lif
 
 
 class _Spike(torch.autograd.Function):

@@ -25,10 +25,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stxbench.api import DataSplits, Dataset
-from stxbench.datasets import check_options, data_folder, normalizer, random_crop_flip, require_files
-from stxbench.errors import UsageError
-from stxbench.hookspecs import hookimpl
+from stxbench.api import (
+    DataSplits,
+    Dataset,
+    UsageError,
+    check_options,
+    data_folder,
+    hookimpl,
+    normalizer,
+    random_crop_flip,
+    require_files,
+)
 
 PIXELS = 3 * 32 * 32
 _RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's array-unpickling function, any version
@@ -105,8 +112,6 @@ class Release:
 
 
 class Cifar(Dataset):
-    needs_root = True
-
     def __init__(self, name: str, summary: str, release: Release, num_classes: int,
                  mean: tuple[float, ...], std: tuple[float, ...]):
         self.name, self.summary, self.release = name, summary, release

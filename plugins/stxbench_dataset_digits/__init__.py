@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from stxbench.api import DataSplits, Dataset
-from stxbench.hookspecs import hookimpl
+from stxbench.api import DataSplits, Dataset, hookimpl
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2

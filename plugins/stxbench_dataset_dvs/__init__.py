@@ -27,10 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stxbench.api import DataSplits, Dataset
-from stxbench.datasets import check_options, data_folder, random_crop_flip
-from stxbench.errors import UsageError
-from stxbench.hookspecs import hookimpl
+from stxbench.api import (
+    DataSplits,
+    Dataset,
+    UsageError,
+    check_options,
+    data_folder,
+    hookimpl,
+    random_crop_flip,
+)
 
 H = W = 128
 SPLIT_BY = ("number", "time")
@@ -106,7 +111,6 @@ def flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 class EventDataset(Dataset):
-    needs_root = True
     classes: tuple[str, ...]
     layout: str
 

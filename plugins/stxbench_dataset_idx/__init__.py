@@ -22,10 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stxbench.api import DataSplits, Dataset
-from stxbench.datasets import check_options, data_folder, require_files, scaled
-from stxbench.errors import UsageError
-from stxbench.hookspecs import hookimpl
+from stxbench.api import (
+    DataSplits,
+    Dataset,
+    UsageError,
+    check_options,
+    data_folder,
+    hookimpl,
+    require_files,
+    scaled,
+)
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -78,7 +84,6 @@ class IdxDataset(Dataset):
         self.torchvision_name = torchvision_name
         self.summary = summary
         self.default_root = default_root
-        self.needs_root = default_root is None
 
     def folder(self, root: str | None) -> Path:
         layout = f"{LAYOUT} in DIR or in DIR/{self.torchvision_name}/raw/"

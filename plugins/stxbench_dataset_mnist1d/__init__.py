@@ -14,10 +14,7 @@ import random
 import numpy as np
 import torch
 
-from stxbench.api import DataSplits, Dataset
-from stxbench.datasets import check_options
-from stxbench.errors import UsageError
-from stxbench.hookspecs import hookimpl
+from stxbench.api import DataSplits, Dataset, UsageError, check_options, hookimpl
 
 
 class MNIST1D(Dataset):

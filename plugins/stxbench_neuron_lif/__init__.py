@@ -4,8 +4,7 @@
 (detached); tau = 2, theta = 1 (0.5 in the attention layer), V_reset = 0. Nothing is learnable.
 """
 
-from stxbench.api import NeuronSpec
-from stxbench.hookspecs import hookimpl
+from stxbench.api import NeuronSpec, hookimpl
 
 LIF = NeuronSpec(
     name="lif",

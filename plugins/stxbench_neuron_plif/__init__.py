@@ -4,8 +4,7 @@ As LIF, with ``1/tau = sigmoid(w)`` and one learnable scalar ``w`` per layer, in
 ``w0 = -log(tau0 - 1)`` (tau0 = 2 gives w0 = 0, so PLIF starts exactly as LIF).
 """
 
-from stxbench.api import NeuronSpec
-from stxbench.hookspecs import hookimpl
+from stxbench.api import NeuronSpec, hookimpl
 
 PLIF = NeuronSpec(
     name="plif",

@@ -19,8 +19,7 @@ LIF model without changing a single prediction; only fine-tuning moves ``w_c`` a
 It adds 2 parameters per channel of every neuron layer, which ``params_effective`` counts.
 """
 
-from stxbench.api import NeuronSpec
-from stxbench.hookspecs import hookimpl
+from stxbench.api import NeuronSpec, hookimpl
 
 SLIF = NeuronSpec(
     name="slif",

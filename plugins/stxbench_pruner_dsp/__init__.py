@@ -30,10 +30,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from stxbench.api import Pruner, PrunerParams
-from stxbench.errors import UsageError
-from stxbench.hookspecs import hookimpl
-from stxbench.models.base import HiddenLayer, SpikingModel
+from stxbench.api import HiddenLayer, Pruner, PrunerParams, SpikingModel, UsageError, hookimpl
 
 
 class DSPParams(PrunerParams):

@@ -25,8 +25,7 @@ import torch
 from pydantic import Field
 from torch.nn.utils import prune
 
-from stxbench.api import Pruner, PrunerParams
-from stxbench.hookspecs import hookimpl
+from stxbench.api import Pruner, PrunerParams, hookimpl
 
 
 class L1PParams(PrunerParams):

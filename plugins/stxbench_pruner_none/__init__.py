@@ -4,8 +4,7 @@ The fine-tune stage still runs after it, so a dense row gets the same training b
 pruned row of the leaderboard.
 """
 
-from stxbench.api import Pruner, PrunerParams
-from stxbench.hookspecs import hookimpl
+from stxbench.api import Pruner, PrunerParams, hookimpl
 
 
 class NoPruning(Pruner):

@@ -1,4 +1,5 @@
-"""The ``stxbench`` command line (typer). Each command lives in its own module here.
+"""The ``stxbench`` command line (typer). Each command lives in its own module here and
+registers itself on the app of `stxbench.cli.root`; importing them here builds the whole CLI.
 
 User mistakes (`UsageError`, click's usage errors) print one line and exit 2; a run that cannot
 finish honestly (`RunFailed`) prints one line and exits 1; nothing half-written is left behind.
@@ -11,46 +12,20 @@ import sys
 
 import typer
 
-from stxbench.cli import common
+from stxbench.cli import (  # noqa: F401  (each command module registers its commands on app)
+    common,
+    compare,
+    energy,
+    leaderboard,
+    listing,
+    parity,
+    run,
+    sweep,
+)
+from stxbench.cli.root import app
 from stxbench.errors import RunFailed, RunInterrupted, UsageError
 
-app = typer.Typer(
-    name="stxbench",
-    help="Benchmark suite for efficient spiking Transformers: neurons x pruners x SNN backends, "
-    "one protocol, one energy rule, a checked leaderboard.",
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-@app.callback(invoke_without_command=True)
-def root(
-    ctx: typer.Context,
-    plugin: list[str] = typer.Option(
-        [], "-p", "--plugin", metavar="MODULE",
-        help="Load a local plugin module (importable from the current directory or sys.path); repeatable.",
-    ),
-) -> None:
-    """Benchmark suite for efficient spiking Transformers."""
-    common.STATE.plugins = tuple(plugin)
-    if ctx.invoked_subcommand is None:
-        typer.echo(ctx.get_help())
-
-
-def _register() -> None:
-    from stxbench.cli import (  # noqa: F401  (commands register themselves on import)
-        compare,
-        energy,
-        leaderboard,
-        listing,
-        parity,
-        run,
-        sweep,
-    )
-
-
-_register()
+__all__ = ["app", "main"]
 
 
 def resume_command(argv: list[str] | None, out_dir) -> str:

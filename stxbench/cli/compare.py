@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from tabulate import tabulate
 
-from stxbench.cli import app
+from stxbench.cli.root import app
 from stxbench.leaderboard.diff import differing, flat_record
 from stxbench.record import load_record
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from tabulate import tabulate
 
-from stxbench.cli import app
+from stxbench.cli.root import app
 from stxbench.energy import SHORT_NAMES, cost_model, layer_mj
 from stxbench.errors import UsageError
 from stxbench.record import Record, load_record

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from stxbench.cli import app, common
+from stxbench.cli import common
+from stxbench.cli.root import app
 from stxbench.errors import UsageError
 from stxbench.leaderboard.check import check_board
 from stxbench.leaderboard.render import render

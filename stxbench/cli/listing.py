@@ -7,7 +7,8 @@ from enum import Enum
 import typer
 from tabulate import tabulate
 
-from stxbench.cli import app, common
+from stxbench.cli import common
+from stxbench.cli.root import app
 from stxbench.protocol import builtin_protocols, load_protocol
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from stxbench import parity
-from stxbench.cli import app, common
+from stxbench.cli import common
+from stxbench.cli.root import app
 
 
 @app.command("parity")

@@ -10,14 +10,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from tabulate import tabulate
 
-from stxbench.cli import app, common
+from stxbench.cli import common
+from stxbench.cli.root import app
+from stxbench.cli.options import ProtocolOption, QuietOption, SettingsOption, with_run_options
 from stxbench.checkpoints import RUN_CHECKPOINT
 from stxbench.errors import RunFailed, UsageError
 from stxbench.launch import check_before_launch, launch
 from stxbench.protocol import DEFAULT_PROTOCOL
 from stxbench.record import Record
 from stxbench.runconfig import RunConfig, resolve
-from stxbench.runner import RESULT_FILE, default_cache_dir, execute
+from stxbench.runner import RESULT_FILE, execute
+from stxbench.runoptions import RunOptions
 
 
 class RichReporter:
@@ -77,32 +80,23 @@ def summary_table(record: Record, path: Path) -> str:
 
 
 @app.command("run")
+@with_run_options
 def run_command(
     neuron: str = typer.Option("lif", "--neuron", "-n", help="Neuron to fine-tune with (stxbench list neurons)."),
     pruner: str = typer.Option("none", "--pruner", help="Pruner (stxbench list pruners)."),
     backend: str = typer.Option("torch", "--backend", "-b", help="SNN library that runs the neurons (stxbench list backends)."),
-    protocol: str = typer.Option(DEFAULT_PROTOCOL, "--protocol", help="Protocol name (stxbench list protocols) or a .toml path."),
+    protocol: ProtocolOption = DEFAULT_PROTOCOL,
     seed: int | None = typer.Option(None, "--seed", help="Seed [default: the protocol's first seed]."),
-    settings: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
-        help="Pruner parameter (sparsity=0.9) or dotted protocol key (train.epochs=3, which makes the run unofficial); repeatable."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N."),
-    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch [default: torch's]."),
+    settings: SettingsOption = [],
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder for result.json [default: a new folder under runs/]."),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Where dense checkpoints are cached [default: $STXBENCH_CACHE or ~/.cache/stxbench]."),
-    data_root: str | None = typer.Option(None, "--data-root", help="Folder holding a dataset that does not ship with a package."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    no_counts: bool = typer.Option(False, "--no-counts", help="Skip op counting: the record holds no counts and no energy."),
-    precision: str = typer.Option("auto", "--precision",
-        help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 (autocast, also on CPU)."),
-    workers: int | None = typer.Option(None, "--workers",
-        help="DataLoader workers for file-backed datasets [default: 0 on CPU, up to 8 per GPU]."),
+    quiet: QuietOption = False,
     nproc: int | None = typer.Option(None, "--nproc",
         help="Data-parallel processes on this machine, started with torchrun (one per GPU with --device cuda)."),
     resume: bool = typer.Option(False, "--resume",
         help="Continue the interrupted run in --out (rerunning with the same --out does so too; "
         "--resume also insists that there is a checkpoint)."),
-    compile: bool | None = typer.Option(None, "--compile/--no-compile",
-        help="Run the neuron layers through torch.compile (same results; compiling costs seconds to a minute, cached) [default: the protocol's]."),
+    *,
+    options: RunOptions,
 ) -> None:
     """Train (dense, cached), prune, swap the neuron, fine-tune, evaluate; write result.json.
     Every epoch is checkpointed in --out, so a killed or interrupted run resumes where it stopped."""
@@ -111,11 +105,7 @@ def run_command(
     check_out_dir(out_dir, resume)
     config = resolve(
         host, protocol=protocol, neuron=neuron, pruner=pruner, backend=backend, seed=seed,
-        settings=settings, device=device,
-        out_dir=out_dir,
-        cache_dir=cache_dir or default_cache_dir(), threads=threads, data_root=data_root,
-        counts=not no_counts, plugins=common.STATE.plugins, precision=precision, workers=workers,
-        compile=compile,
+        settings=settings, out_dir=out_dir, options=options, plugins=common.STATE.plugins,
     )
     if nproc is not None:
         check_before_launch(config, host, nproc)
@@ -139,17 +129,12 @@ def check_out_dir(out_dir: Path, resume: bool) -> None:
 
 def child_args(config: RunConfig, protocol: str, settings: list[str], quiet: bool) -> list[str]:
     """The ``stxbench run`` arguments every torchrun process gets: the resolved run, pinned
-    (seed, output folder) so that all processes agree."""
+    (seed, output folder, every run option as resolved) so that all processes agree."""
     args = [
         "--protocol", protocol, "--neuron", config.neuron, "--pruner", config.pruner,
-        "--backend", config.backend, "--seed", str(config.seed), "--device", config.device,
-        "--precision", config.precision, "--out", str(config.out_dir),
-        "--cache-dir", str(config.cache_dir), "--compile" if config.compile else "--no-compile",
+        "--backend", config.backend, "--seed", str(config.seed), "--out", str(config.out_dir),
+        *config.to_args(),
     ]
     for item in settings:
         args += ["--set", item]
-    for flag, value in (("--threads", config.threads), ("--data-root", config.data_root),
-                        ("--workers", config.workers)):
-        if value is not None:
-            args += [flag, str(value)]
     return args + (["--quiet"] if quiet else [])

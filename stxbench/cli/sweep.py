@@ -18,13 +18,16 @@ import typer
 from rich.console import Console
 from tabulate import tabulate
 
-from stxbench.cli import app, common
+from stxbench.cli import common
+from stxbench.cli.root import app
+from stxbench.cli.options import ProtocolOption, QuietOption, SettingsOption, with_run_options
 from stxbench.cli.run import RichReporter
 from stxbench.errors import UsageError
 from stxbench.protocol import DEFAULT_PROTOCOL, load_protocol
 from stxbench.record import Record, load_record
 from stxbench.runconfig import RunConfig, resolve, split_settings
-from stxbench.runner import RESULT_FILE, default_cache_dir, execute
+from stxbench.runner import RESULT_FILE, execute
+from stxbench.runoptions import RunOptions
 
 
 def split_names(option: str, text: str) -> list[str]:
@@ -99,24 +102,18 @@ def summary(records: list[Record]) -> str:
 
 
 @app.command("sweep")
+@with_run_options
 def sweep_command(
     neurons: str = typer.Option("lif", "--neuron", "-n", help="Comma-separated neurons, e.g. lif,plif,slif."),
     pruners: str = typer.Option("none", "--pruner", help="Comma-separated pruners, e.g. none,l1p,dsp."),
     backends: str = typer.Option("torch", "--backend", "-b", help="Comma-separated backends."),
     seeds: str | None = typer.Option(None, "--seeds", help="Comma-separated seeds [default: the protocol's seeds]."),
-    protocol: str = typer.Option(DEFAULT_PROTOCOL, "--protocol", help="Protocol name or .toml path."),
-    settings: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
-        help="Applied to every run (pruner parameters apply to the pruners that have them)."),
+    protocol: ProtocolOption = DEFAULT_PROTOCOL,
+    settings: SettingsOption = [],
     out: Path = typer.Option(Path("runs/sweep"), "--out", "-o", help="Root folder of the sweep's records."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16."),
-    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
-    workers: int | None = typer.Option(None, "--workers", help="DataLoader workers for file-backed datasets."),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Where dense checkpoints are cached."),
-    data_root: str | None = typer.Option(None, "--data-root", help="Folder holding the dataset."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-run progress bars."),
-    compile: bool | None = typer.Option(None, "--compile/--no-compile",
-        help="Neuron layers through torch.compile; later runs reuse the graphs [default: the protocol's]."),
+    quiet: QuietOption = False,
+    *,
+    options: RunOptions,
 ) -> None:
     """Run every neuron x pruner x backend x seed under one protocol; skip finished runs;
     print a summary table (mean ± std over seeds)."""
@@ -137,10 +134,8 @@ def sweep_command(
         for seed in seed_list:
             label = f"{neuron}-{pruner}-{backend}-s{seed}"
             config = resolve(host, protocol=protocol, neuron=neuron, pruner=pruner, backend=backend,
-                             seed=seed, settings=given, device=device, out_dir=folder / label,
-                             cache_dir=cache_dir or default_cache_dir(), threads=threads,
-                             data_root=data_root, plugins=common.STATE.plugins, precision=precision,
-                             workers=workers, compile=compile)
+                             seed=seed, settings=given, out_dir=folder / label, options=options,
+                             plugins=common.STATE.plugins)
             cells.append(Cell(config, label))
     done = [existing_record(c) for c in cells]  # checked before anything runs
 

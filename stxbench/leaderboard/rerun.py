@@ -26,6 +26,7 @@ from stxbench.leaderboard.verify import Problem
 from stxbench.record import Record
 from stxbench.runconfig import resolve, resolve_pruner_params
 from stxbench.runner import execute
+from stxbench.runoptions import RunOptions
 
 
 #: Relative tolerance on ACs and integer ACs for a re-run whose dense model is not bit-identical
@@ -68,8 +69,9 @@ def rerun_record(record: Record, protocols: ProtocolLookup, host: PluginHost, th
     with tempfile.TemporaryDirectory(prefix="stxbench-rerun-") as tmp:
         config = resolve(
             host, protocol=protocols.source(record.protocol.name), neuron=c.neuron, pruner=c.pruner,
-            backend=c.backend, seed=c.seed, settings=[], device="cpu", out_dir=Path(tmp) / "run",
-            cache_dir=Path(tmp) / "cache", threads=threads or record.provenance.threads,
+            backend=c.backend, seed=c.seed, settings=[], out_dir=Path(tmp) / "run",
+            options=RunOptions(device="cpu", cache_dir=Path(tmp) / "cache",
+                               threads=threads or record.provenance.threads),
         )
         params = resolve_pruner_params(host, config.protocol, c.pruner, c.pruner_params)
         config = dataclasses.replace(config, pruner_params=params)

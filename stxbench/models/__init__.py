@@ -1,1 +1,2 @@
-"""Model families. The host registers the built-in ones through `stxbench.models.builtin`."""
+"""The model contract (`stxbench.models.base`, re-exported by `stxbench.api`). Model families
+are plugins: Spikformer is `plugins/stxbench_model_spikformer`."""

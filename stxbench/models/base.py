@@ -1,15 +1,21 @@
-"""What every stxbench model exposes to pruners, neuron swaps and metrics."""
+"""The model contract: what every stxbench model exposes to pruners, neuron swaps and metrics
+(`SpikingModel`, `NeuronSlot`, `HiddenLayer`), and the `ModelFamily` a model plugin provides.
+
+Plugins import these through `stxbench.api`.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from stxbench.api import MakeNeuron, NeuronSite
 from stxbench.errors import RunFailed
+from stxbench.neurons import MakeNeuron, NeuronSite
 
 
 def _checked(impl: object, site: NeuronSite) -> nn.Module:
@@ -115,3 +121,23 @@ class SpikingModel(nn.Module):
         New modules start on the CPU: move the model to its device afterwards."""
         for _, slot in self.neuron_slots():
             slot.rebuild(make_neuron)
+
+
+class ModelFamily(ABC):
+    """Builds models named ``<family>-<size>`` (``spikformer-4-384``)."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+
+    @abstractmethod
+    def build(
+        self,
+        size: str,
+        *,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        T: int,
+        make_neuron: MakeNeuron,
+        options: dict[str, object],
+    ) -> SpikingModel:
+        """Build the model; raise `UsageError` for a size or option it cannot build."""

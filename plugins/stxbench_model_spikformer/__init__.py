@@ -1,11 +1,11 @@
-"""The built-in model families, registered like any plugin (pytest's built-ins are plugins too)."""
+"""Spikformer (Zhou et al., ICLR 2023) as a model family: ``spikformer-DEPTH-WIDTH``.
+
+A first-party plugin, registered by entry point exactly as a third-party model family would be."""
 
 from __future__ import annotations
 
-from stxbench.api import MakeNeuron, ModelFamily
-from stxbench.errors import UsageError
-from stxbench.hookspecs import hookimpl
-from stxbench.models.spikformer import Spikformer, parse_size
+from stxbench.api import MakeNeuron, ModelFamily, UsageError, hookimpl
+from stxbench_model_spikformer.spikformer import Spikformer, parse_size
 
 SPIKFORMER_OPTIONS = {"heads", "mlp_ratio", "pools"}
 

@@ -14,9 +14,7 @@ import math
 
 from torch import Tensor, nn
 
-from stxbench.api import MakeNeuron, NeuronSite
-from stxbench.errors import UsageError
-from stxbench.models.base import HiddenLayer, NeuronSlot, SpikingModel
+from stxbench.api import HiddenLayer, MakeNeuron, NeuronSite, NeuronSlot, SpikingModel, UsageError
 
 ATTN_SCALE = 0.125  # Spikformer's fixed scale; no softmax
 ATTN_THRESHOLD = 0.5  # the attention LIF fires at 0.5

@@ -1,0 +1,182 @@
+"""The neuron contract: what a neuron computes (`NeuronSpec`), where it sits in a model
+(`NeuronSite`), its surrogate gradient (`Surrogate`) and how a library runs it (`Backend`).
+
+Plugins import these through `stxbench.api`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+
+from stxbench.errors import UsageError
+
+
+@dataclass(frozen=True)
+class NeuronSpec:
+    """A neuron of the LIF family, described by which of its constants are learnable.
+
+    Every backend runs the same equations (time-first input, `>=` threshold, detached hard
+    reset to `v_reset`)::
+
+        H[t] = V[t-1] + (X[t] - (V[t-1] - v_reset)) * k      # k = 1/tau
+        S[t] = 1[H[t] >= theta]
+        V[t] = H[t] * (1 - S[t]) + v_reset * S[t]              # S detached here
+
+    ``decay`` says how ``k`` is held: ``"fixed"`` (``k = 1/tau``, a constant, computed as a
+    division by ``tau``), ``"layer"`` (``k = sigmoid(w)``, one learnable ``w`` per layer, as in
+    PLIF) or ``"channel"`` (one learnable ``w_c`` per channel). ``threshold`` is ``"fixed"``
+    (the site's threshold) or ``"channel"`` (a learnable ``theta_c`` per channel, initialised
+    to the site's threshold and kept positive). ``w`` is initialised to ``-log(tau - 1)`` so that
+    ``sigmoid(w) == 1/tau`` exactly for ``tau = 2``.
+
+    ``family`` names the equations above; a neuron outside the LIF family uses another name,
+    and a backend that does not implement that family refuses it with a clear error.
+    """
+
+    name: str
+    summary: str
+    decay: Literal["fixed", "layer", "channel"] = "fixed"
+    threshold: Literal["fixed", "channel"] = "fixed"
+    tau: float = 2.0
+    v_reset: float = 0.0
+    family: str = "lif"
+
+    def __post_init__(self) -> None:
+        if self.decay not in ("fixed", "layer", "channel"):
+            raise ValueError(f"NeuronSpec.decay must be fixed, layer or channel, not {self.decay!r}")
+        if self.threshold not in ("fixed", "channel"):
+            raise ValueError(f"NeuronSpec.threshold must be fixed or channel, not {self.threshold!r}")
+        if not self.tau > 1.0:
+            raise ValueError(f"NeuronSpec.tau must be > 1, not {self.tau}")
+
+
+@dataclass(frozen=True)
+class NeuronSite:
+    """Where a neuron layer sits in a model: what a backend needs to build one.
+
+    ``channel_dim`` is a *negative* index into the ``[T, B, ...]`` input (``-1`` for tokens
+    ``[T, B, N, C]``, ``-3`` for feature maps ``[T, B, C, H, W]``), so it indexes one time step
+    ``[B, ...]`` identically. Per-channel parameters have ``channels`` entries along it.
+    """
+
+    name: str
+    channels: int
+    channel_dim: int
+    v_threshold: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.channel_dim >= 0:
+            raise ValueError("NeuronSite.channel_dim must be negative")
+
+    def param_shape(self) -> tuple[int, ...]:
+        """Shape that broadcasts a per-channel vector against one time step."""
+        return (self.channels,) + (1,) * (-self.channel_dim - 1)
+
+
+SURROGATE_DEFAULT_ALPHA = {"atan": 2.0, "sigmoid": 4.0, "superspike": 1.0}
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """The surrogate gradient of the spike function, evaluated at ``x = H - theta``.
+
+    * ``atan``:       ``a / (1 + (pi*a*x)^2)`` with ``a = alpha/2`` (spikingjelly ATan)
+    * ``sigmoid``:    ``alpha * s * (1 - s)`` with ``s = sigmoid(alpha*x)``
+    * ``superspike``: ``alpha / (1 + |x|)^2`` (snntorch fast_sigmoid(slope=1), norse 'super')
+    """
+
+    name: str = "atan"
+    alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in SURROGATE_DEFAULT_ALPHA:
+            raise UsageError(
+                f"unknown surrogate '{self.name}'; valid: {', '.join(SURROGATE_DEFAULT_ALPHA)}"
+            )
+        if self.alpha is None:
+            object.__setattr__(self, "alpha", SURROGATE_DEFAULT_ALPHA[self.name])
+        if not self.alpha > 0:
+            raise UsageError(f"surrogate alpha must be > 0, got {self.alpha}")
+
+
+class Backend(ABC):
+    """Runs neurons on one SNN library.
+
+    A neuron module returned by `make_neuron` must:
+
+    * take a float tensor ``[T, B, ...]`` and return spikes of the same shape and dtype,
+      holding only 0.0 and 1.0;
+    * start every call from ``V = v_reset`` (state never leaks between batches);
+    * register every learnable tensor as an ``nn.Parameter`` of the module, so optimisers,
+      ``.to(device)`` and state dicts see it, named by meaning: ``w`` for the decay
+      (``k = sigmoid(w)``) and ``theta`` for the threshold, initialised as the spec says
+      (`stxbench.lif.add_learnables` does this; a module that stores them otherwise provides
+      ``parameters_by_meaning() -> {"decay_w": p, "threshold": p}``), so that parity compares
+      like with like and checkpoints move between backends;
+    * when its attribute ``store_v_seq`` is set to True, keep ``v_seq``: the charged membrane
+      potential ``H`` (before fire and reset) of the last call, shaped like the input. The
+      parity suite compares it across backends.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    #: Distribution name of the SNN library, or None for a pure-PyTorch backend.
+    library: ClassVar[str | None] = None
+    #: The stxbench extra that installs it: ``pip install 'stxbench[<extra>]'``.
+    extra: ClassVar[str | None] = None
+    #: Surrogate names this backend can compute natively.
+    surrogates: ClassVar[tuple[str, ...]] = ("atan", "sigmoid", "superspike")
+    #: Surrogates whose alpha the library fixes (norse's SuperSpike ignores alpha, say).
+    fixed_alphas: ClassVar[dict[str, float]] = {}
+
+    def library_version(self) -> str | None:
+        """The installed library's version; None when it is not installed."""
+        if self.library is None:
+            return torch.__version__
+        try:
+            return importlib.metadata.version(self.library)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def check_available(self) -> None:
+        """Raise `UsageError` saying which extra to install when the library is missing."""
+        if self.library_version() is None:
+            raise UsageError(
+                f"backend '{self.name}' needs {self.library}, which is not installed: "
+                f"pip install 'stxbench[{self.extra or self.library}]'"
+            )
+
+    def check_neuron(self, spec: NeuronSpec, surrogate: Surrogate) -> None:
+        """Raise `UsageError` when this backend cannot run ``spec`` with ``surrogate``."""
+        if spec.family != "lif":
+            raise UsageError(
+                f"backend '{self.name}' implements the lif neuron family only; "
+                f"neuron '{spec.name}' is of family '{spec.family}'"
+            )
+        if surrogate.name not in self.surrogates:
+            raise UsageError(
+                f"backend '{self.name}' has no '{surrogate.name}' surrogate; "
+                f"valid: {', '.join(self.surrogates)}"
+            )
+        fixed = self.fixed_alphas.get(surrogate.name)
+        if fixed is not None and surrogate.alpha != fixed:
+            raise UsageError(
+                f"backend '{self.name}' computes the '{surrogate.name}' surrogate only with "
+                f"alpha={fixed:g}, not {surrogate.alpha:g}"
+            )
+
+    @abstractmethod
+    def make_neuron(self, spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate) -> nn.Module:
+        """Build one multi-step neuron layer for ``site``."""
+
+
+#: How a model gets a neuron layer for a site (a backend's `make_neuron` with the spec and
+#: surrogate bound).
+MakeNeuron = Callable[[NeuronSite], nn.Module]
