@@ -44,7 +44,7 @@ class ModelSection(_Section):
     base_neuron: str = "lif"
     surrogate: Literal["atan", "sigmoid", "superspike"] = "atan"
     surrogate_alpha: float | None = Field(default=None, gt=0)
-    options: dict[str, int | float | str] = Field(default_factory=dict)
+    options: dict[str, int | float | str | bool] = Field(default_factory=dict)
 
 
 class StageSection(_Section):

@@ -101,7 +101,7 @@ def test_bad_sizes_and_options_are_user_errors():
 
 def test_the_model_family_is_a_registered_plugin():
     host = PluginHost()
-    assert host.names("model") == ["spikformer"]
+    assert "spikformer" in host.names("model")
     assert host.get("model", "spikformer").plugin == "stxbench.models"
 
 
