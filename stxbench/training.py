@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from stxbench.api import DataSplits
+from stxbench.augment import stage_augmentation
 from stxbench.errors import RunFailed
 from stxbench.execution import Execution, all_reduce_sums, derive_seed, wrap_data_parallel
 from stxbench.protocol import StageSection
@@ -24,6 +25,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+#: the protocol section that configures each stage
+STAGE_SECTIONS = {"dense": "train", "finetune": "finetune"}
 
 
 def stage_seed(seed: int, stage: str) -> int:
@@ -183,12 +188,14 @@ def train_stage(
     """Train ``model`` for one stage. A non-finite loss stops the run (`RunFailed`).
 
     Randomness: the sample order of epoch ``e`` comes from a generator seeded with
-    ``(stage seed, e)``, identical on every process; augmentation and mixup draw from streams
+    ``(stage seed, e)``, identical on every process; augmentation (the dataset's, then the
+    stage's RandAugment and RandomErasing, `stxbench.augment`) and mixup draw from streams
     seeded with ``(stage seed, rank)``.
 
     After every epoch ``on_checkpoint`` receives the stage's progress (epoch, step, optimiser,
     schedule and every random stream); passing it back as ``resume``, with the model's weights
     of that moment, continues the stage exactly as if it had never stopped."""
+    extra = stage_augmentation(stage, splits, STAGE_SECTIONS[name])
     base_seed = stage_seed(seed, name)
     torch.manual_seed(base_seed)
     generator = torch.Generator().manual_seed(derive_seed(base_seed, execution.rank))
@@ -227,9 +234,14 @@ def train_stage(
                 shard=(execution.rank, world), workers=execution.workers,
                 pin_memory=execution.pin_memory,
             ):
-                x = _to_input(x, splits, device)
+                x = x.to(device, non_blocking=True)
+                if extra.raw is not None:  # on stored images, before normalisation
+                    x = extra.raw(x, generator)
+                x = splits.prepare(x) if splits.prepare else x
                 if splits.augment is not None:
                     x = splits.augment(x, generator)
+                if extra.erase is not None:
+                    x = extra.erase(x, generator)
                 y = y.to(device, non_blocking=True)
                 target = y
                 if mixing:
