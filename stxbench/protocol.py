@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stxbench.errors import UsageError, unknown_choice
 
@@ -79,7 +79,7 @@ class StageSection(_Section):
     #: per pixel ("pixel") (timm's ``remode``)
     random_erasing_mode: Literal["const", "rand", "pixel"] = "const"
     #: boxes per erased image: 1..this many, uniformly (timm's ``recount``)
-    random_erasing_count: int = Field(default=1, ge=1)
+    random_erasing_count: int = Field(default=1, ge=1, le=16)
 
     @field_validator("rand_augment")
     @classmethod
@@ -92,6 +92,19 @@ class StageSection(_Section):
             except UsageError as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _no_orphan_augmentation_settings(self) -> StageSection:
+        """Settings of an augmentation that is off would be silently ignored: refuse them."""
+        if self.rand_augment is None:
+            for key, default in (("rand_augment_ops", None), ("rand_augment_interpolation", "bicubic")):
+                if getattr(self, key) != default:
+                    raise ValueError(f"{key} is set but rand_augment is not; set rand_augment too")
+        if not self.random_erasing:
+            for key, default in (("random_erasing_mode", "const"), ("random_erasing_count", 1)):
+                if getattr(self, key) != default:
+                    raise ValueError(f"{key} is set but random_erasing is 0; set random_erasing too")
+        return self
 
     @field_validator("rand_augment_ops")
     @classmethod

@@ -312,6 +312,9 @@ def test_fields_are_hash_neutral_at_their_defaults():
     ("finetune.random_erasing", "1.5", "less than or equal to 1"),
     ("train.random_erasing_mode", "blue", "const"),
     ("train.rand_augment", "rand-m9", "needs a dataset of 8-bit images"),  # digits are floats
+    ("train.rand_augment_interpolation", "bilinear", "rand_augment_interpolation is set but rand_augment is not"),
+    ("finetune.random_erasing_count", "3", "random_erasing_count is set but random_erasing is 0"),
+    ("train.random_erasing_count", "100", "less than or equal to 16"),
     ("train.random_erasing", "0.25", None),  # digits are [1, 8, 8] images: allowed
 ])
 def test_bad_augmentation_settings_are_one_line_errors(cli, tmp_path, key, value, match):
