@@ -165,7 +165,8 @@ def test_bad_sizes_and_options_are_user_errors():
             build(size, (1, 8, 8))
     for options, match in [({"heads_count": 2}, "unknown sdt option"), ({"heads": 3}, "head count"),
                            ({"erode": 1}, "true/false"), ({"pools": 5}, "0..4"),
-                           ({"pools": "2"}, "a number")]:
+                           ({"pools": "2"}, "pools must be a whole number"),
+                           ({"mlp_ratio": "4"}, "mlp_ratio must be a number")]:
         with pytest.raises(UsageError, match=match):
             build("1-16", (1, 8, 8), **options)
     with pytest.raises(UsageError, match="erode"):

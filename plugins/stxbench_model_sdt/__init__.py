@@ -13,7 +13,8 @@ from stxbench.api import MakeNeuron, ModelFamily, UsageError
 from stxbench.hookspecs import hookimpl  # api: pending core refactor
 from stxbench_model_sdt.model import SpikeDrivenTransformer, parse_size
 
-OPTIONS = {"heads", "mlp_ratio", "pools", "erode"}
+NUMBER_OPTIONS = {"heads": int, "pools": int, "mlp_ratio": (int, float)}
+OPTIONS = {*NUMBER_OPTIONS, "erode"}
 
 
 class SDTFamily(ModelFamily):
@@ -27,10 +28,13 @@ class SDTFamily(ModelFamily):
             raise UsageError(
                 f"unknown sdt option(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(OPTIONS))}"
             )
-        for key, kind in (("heads", int), ("pools", int), ("mlp_ratio", (int, float)), ("erode", bool)):
-            value = options.get(key)
-            if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
-                raise UsageError(f"sdt option {key} must be {'true/false' if kind is bool else 'a number'}, got {value!r}")
+        for key, value in options.items():
+            if key == "erode":
+                if not isinstance(value, bool):
+                    raise UsageError(f"sdt option erode must be true/false, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, NUMBER_OPTIONS[key]):
+                kind = "a number" if key == "mlp_ratio" else "a whole number"
+                raise UsageError(f"sdt option {key} must be {kind}, got {value!r}")
         depth, dim = parse_size(size)
         return SpikeDrivenTransformer(
             depth=depth, dim=dim, input_shape=tuple(input_shape), num_classes=num_classes, T=T,

@@ -7,7 +7,7 @@ What makes it spike-driven, and how this port keeps it:
 * **Membrane shortcut.** The residual stream is real-valued (membrane potentials): every
   sub-block starts with a neuron, so each weight matrix reads binary spikes. Attention:
   ``s = SN(x)``; ``q, k, v = SN(BN(W s))``; ``x = x + BN(W_proj (q * SN(sum_N(k * v))))``.
-  MLP: ``x = x + BN(W_2 SN(BN(W_1 SN(x)))))``.
+  MLP: ``x = x + BN(W_2 SN(BN(W_1 SN(x))))``.
 * **SDSA** (spike-driven self-attention, V1): ``k * v`` and ``q * (...)`` are masks (ANDs of
   spikes); the column sum over tokens is the only arithmetic. The column sum is written as a
   matmul with a row of ones (`ColumnSum`), so op counting sees its additions as ACs, one per
