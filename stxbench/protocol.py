@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stxbench.errors import UsageError, unknown_choice
 
@@ -44,7 +44,7 @@ class ModelSection(_Section):
     base_neuron: str = "lif"
     surrogate: Literal["atan", "sigmoid", "superspike"] = "atan"
     surrogate_alpha: float | None = Field(default=None, gt=0)
-    options: dict[str, int | float | str] = Field(default_factory=dict)
+    options: dict[str, int | float | str | bool] = Field(default_factory=dict)
 
 
 class StageSection(_Section):
@@ -64,6 +64,58 @@ class StageSection(_Section):
     mixup: float = Field(default=0.0, ge=0)
     #: mixup only during the first N epochs (Spikformer's mixup_off_epoch); None = every epoch
     mixup_epochs: int | None = Field(default=None, ge=0)
+    #: timm RandAugment config (``rand-m9-n1-mstd0.4-inc1``) on the stored 8-bit training
+    #: images, before normalisation (`stxbench.augment`); None = off
+    rand_augment: str | None = None
+    #: the ops RandAugment draws from (timm names); None = the config's set (timm's increasing
+    #: set with ``inc1``, its standard set otherwise)
+    rand_augment_ops: list[str] | None = None
+    #: resampling of RandAugment's geometric ops; "random" picks one of the two per op (timm's
+    #: default when no interpolation is configured)
+    rand_augment_interpolation: Literal["bicubic", "bilinear", "random"] = "bicubic"
+    #: timm RandomErasing probability per image (``reprob``) on normalised batches; 0 = off
+    random_erasing: float = Field(default=0.0, ge=0, le=1)
+    #: what erased boxes hold: 0 ("const", the mean), a normal value per channel ("rand") or
+    #: per pixel ("pixel") (timm's ``remode``)
+    random_erasing_mode: Literal["const", "rand", "pixel"] = "const"
+    #: boxes per erased image: 1..this many, uniformly (timm's ``recount``)
+    random_erasing_count: int = Field(default=1, ge=1, le=16)
+
+    @field_validator("rand_augment")
+    @classmethod
+    def _parse_rand_augment(cls, value: str | None) -> str | None:
+        if value is not None:
+            from stxbench.augment.randaugment import RandAugmentConfig
+
+            try:
+                RandAugmentConfig.parse(value)
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _no_orphan_augmentation_settings(self) -> StageSection:
+        """Settings of an augmentation that is off would be silently ignored: refuse them."""
+        if self.rand_augment is None:
+            for key, default in (("rand_augment_ops", None), ("rand_augment_interpolation", "bicubic")):
+                if getattr(self, key) != default:
+                    raise ValueError(f"{key} is set but rand_augment is not; set rand_augment too")
+        if not self.random_erasing:
+            for key, default in (("random_erasing_mode", "const"), ("random_erasing_count", 1)):
+                if getattr(self, key) != default:
+                    raise ValueError(f"{key} is set but random_erasing is 0; set random_erasing too")
+        return self
+
+    @field_validator("rand_augment_ops")
+    @classmethod
+    def _known_ops(cls, value: list[str] | None) -> list[str] | None:
+        from stxbench.augment.randaugment import check_ops
+
+        try:
+            check_ops(value)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class EvalSection(_Section):
@@ -122,7 +174,11 @@ class Protocol(_Section):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-_LATER_STAGE_DEFAULTS = {"min_lr": 0.0, "mixup": 0.0, "mixup_epochs": None}
+_LATER_STAGE_DEFAULTS = {
+    "min_lr": 0.0, "mixup": 0.0, "mixup_epochs": None, "rand_augment": None,
+    "rand_augment_ops": None, "rand_augment_interpolation": "bicubic", "random_erasing": 0.0,
+    "random_erasing_mode": "const", "random_erasing_count": 1,
+}
 #: section -> {field: default} for fields added after the first protocols were published
 LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"options": {}},
@@ -228,6 +284,8 @@ def _validation_message(err: ValidationError, source: str, text: str | None) -> 
         msg = "unknown key"
     elif first["type"] == "missing":
         msg = "required key is missing"
+    elif first["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{source}{where}: {key}: {msg}{more}"
 

@@ -15,6 +15,7 @@ import torch
 import stxbench
 from stxbench import metrics
 from stxbench.api import Backend, DataSplits, NeuronSpec, Surrogate
+from stxbench.augment import stage_augmentation
 from stxbench.checkpoints import (
     dense_checkpoint_path,
     load_dense,
@@ -302,6 +303,8 @@ def start_run(config: RunConfig, host: PluginHost, execution: Execution, reporte
         progress = resume["progress"]
         warn(f"resuming from {run_checkpoint_path(config)}: {resume['stage']} epoch {progress['epoch']}")
     splits = load_splits(proto, host, config.data_root)
+    for section in ("train", "finetune"):  # a stage's augmentation must fit the data: say so now
+        stage_augmentation(getattr(proto, section), splits, section)
     if execution.distributed:
         check_distributed([proto.train.batch_size, proto.finetune.batch_size], len(splits.train),
                           execution.world_size)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from stxbench.api import DataSplits
+from stxbench.augment import stage_augmentation
 from stxbench.errors import RunFailed
 from stxbench.execution import Execution, all_reduce_sums, derive_seed, wrap_data_parallel
 from stxbench.protocol import StageSection
@@ -24,6 +25,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+#: the protocol section that configures each stage
+STAGE_SECTIONS = {"dense": "train", "finetune": "finetune"}
 
 
 def stage_seed(seed: int, stage: str) -> int:
@@ -236,7 +241,8 @@ def train_stage(
     """Train ``model`` for one stage. A non-finite loss stops the run (`RunFailed`).
 
     Randomness: the sample order of epoch ``e`` comes from a generator seeded with
-    ``(stage seed, e)``, identical on every process; augmentation and mixup draw from streams
+    ``(stage seed, e)``, identical on every process; augmentation (the dataset's, then the
+    stage's RandAugment and RandomErasing, `stxbench.augment`) and mixup draw from streams
     seeded with ``(stage seed, rank)``.
 
     After every epoch ``hooks.on_checkpoint`` receives the stage's progress (epoch, step,
@@ -257,6 +263,7 @@ class StageLoop:
                  seed: int, device: torch.device, execution: Execution, hooks: StageHooks):
         self.model, self.splits, self.stage, self.name = model, splits, stage, name
         self.device, self.execution, self.hooks = device, execution, hooks
+        self.extra = stage_augmentation(stage, splits, STAGE_SECTIONS[name])
         self.base_seed = stage_seed(seed, name)
         torch.manual_seed(self.base_seed)
         self.plan = StagePlan.of(splits, stage)
@@ -313,9 +320,14 @@ class StageLoop:
         """One optimiser step on a batch (augmented, mixed up when the epoch mixes); returns the
         loss and the logits."""
         stage, state, splits = self.stage, self.state, self.splits
-        x = _to_input(x, splits, self.device)
+        x = x.to(self.device, non_blocking=True)
+        if self.extra.raw is not None:  # RandAugment works on stored images, before normalisation
+            x = self.extra.raw(x, state.augment_rng)
+        x = splits.prepare(x) if splits.prepare else x
         if splits.augment is not None:
             x = splits.augment(x, state.augment_rng)
+        if self.extra.erase is not None:
+            x = self.extra.erase(x, state.augment_rng)
         target = y
         if mixing:
             x, target = mixup(x, y, splits.num_classes, stage.mixup, state.mixup_rng)

@@ -101,7 +101,7 @@ def test_bad_sizes_and_options_are_user_errors():
 
 def test_the_model_family_is_a_registered_plugin():
     host = PluginHost()
-    assert host.names("model") == ["spikformer"]
+    assert host.names("model") == ["sdt", "spikformer"]
     component = host.get("model", "spikformer")
     assert component.plugin == "model-spikformer" and host.is_builtin(component.plugin)
     # a record's plugin hashes cover the model's files, as they cover every other plugin's

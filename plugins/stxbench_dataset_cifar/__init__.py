@@ -10,8 +10,10 @@ Either official release is read, without torchvision::
 The pickles are read by an unpickler that admits plain containers and numpy arrays only, so a
 tampered file cannot run code. Images stay uint8 in memory (150 MB); ``prepare`` normalises
 with the per-channel mean and std (Spikformer's values). Training batches are augmented as
-is standard for CIFAR: a random 32x32 crop of the image zero-padded by 4, and a horizontal
-flip with probability 1/2, drawn from the run's seeded generator.
+is standard for CIFAR: a random 32x32 crop of the image zero-padded by 4 (option
+``crop_padding``; 0 turns the crop off, as the timm recipes of Spikformer and the Spike-driven
+Transformer have it), and a horizontal flip with probability 1/2, drawn from the run's seeded
+generator.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from stxbench.api import (
 )
 
 PIXELS = 3 * 32 * 32
+CROP_PADDING = 4  # option crop_padding: 0 = no crop (Spikformer's and SDT's timm recipes)
 _RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's array-unpickling function, any version
 ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
@@ -138,7 +141,11 @@ class Cifar(Dataset):
         return join(train), join(test), folder
 
     def load(self, root: str | None, **options) -> DataSplits:
-        check_options(self.name, options, ())
+        check_options(self.name, options, ("crop_padding",))
+        padding = options.get("crop_padding", CROP_PADDING)
+        if not isinstance(padding, int) or isinstance(padding, bool) or not 0 <= padding <= 16:
+            raise UsageError(f"dataset '{self.name}': crop_padding must be a whole number of pixels "
+                             f"in 0..16, got {padding!r}")
         (x_train, y_train), (x_test, y_test), folder = self.read(
             data_folder(self.name, root, self.release.layout())
         )
@@ -160,8 +167,9 @@ class Cifar(Dataset):
             input_shape=(3, 32, 32),
             num_classes=self.num_classes,
             prepare=prepare,
-            augment=lambda x, generator: random_crop_flip(x, generator, padding=4, flip=True, fill=fill),
-            info={"source": str(folder), "augment": "random crop 32 of 4-padded, horizontal flip"},
+            augment=lambda x, generator: random_crop_flip(x, generator, padding=padding, flip=True, fill=fill),
+            info={"source": str(folder), "augment": (f"random crop 32 of {padding}-padded, " if padding else "")
+                  + "horizontal flip"},
         )
 
 

@@ -16,12 +16,17 @@ The recordings are read lazily, one file per sample (CIFAR10-DVS as frames would
 use DataLoader workers (``--workers``). CIFAR10-DVS has no official split: this plugin pins
 spikingjelly's deterministic 9:1 split as Spikformer uses it: per class, files sorted by name,
 the first ceil(0.9 n) train and the rest test. Training clips are flipped horizontally with
-probability 1/2 (all frames alike).
+probability 1/2 (all frames alike; option ``flip = false`` turns that off).
+
+Option ``size`` (default 128) resizes the frames to ``size x size`` as torchvision's
+``Resize`` does on tensors (bilinear, no antialiasing; 128 -> 64 averages 2x2 blocks), which is
+how the Spike-driven Transformer's CIFAR10-DVS code feeds 64x64 frames.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,11 +74,22 @@ def integrate(events: dict[str, np.ndarray], frames: int, split_by: str) -> np.n
     return counts.reshape(frames, 2, H, W).astype(np.float32)
 
 
-class EventClips(torch.utils.data.Dataset):
-    """Samples read from ``.npz`` files on demand, integrated into frames."""
+def resize(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """``[T, 2, H, W]`` -> ``[T, 2, size, size]``: torchvision ``Resize`` on tensors (bilinear,
+    half-pixel centres, no antialiasing)."""
+    if frames.shape[-1] == size and frames.shape[-2] == size:
+        return frames
+    return torch.nn.functional.interpolate(frames, size=(size, size), mode="bilinear",
+                                           align_corners=False, antialias=False)
 
-    def __init__(self, files: list[Path], labels: list[int], frames: int, split_by: str):
+
+class EventClips(torch.utils.data.Dataset):
+    """Samples read from ``.npz`` files on demand, integrated into frames (then resized)."""
+
+    def __init__(self, files: list[Path], labels: list[int], frames: int, split_by: str,
+                 size: int = H):
         self.files, self.labels, self.frames, self.split_by = files, labels, frames, split_by
+        self.size = size
 
     def __len__(self) -> int:
         return len(self.files)
@@ -86,7 +102,7 @@ class EventClips(torch.utils.data.Dataset):
                     f"{self.files[i]}: an events file needs arrays t, x, y, p; missing {missing[0]}"
                 )
             frames = integrate(events, self.frames, self.split_by)
-        return torch.from_numpy(frames), self.labels[i]
+        return resize(torch.from_numpy(frames), self.size), self.labels[i]
 
 
 def class_files(dataset: str, folder: Path, classes: list[str], layout: str) -> list[list[Path]]:
@@ -110,6 +126,14 @@ def flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return random_crop_flip(x, generator, flip=True)
 
 
+@dataclass(frozen=True)
+class ClipSettings:
+    frames: int
+    split_by: str
+    size: int = H
+    flip: bool = True
+
+
 class EventDataset(Dataset):
     classes: tuple[str, ...]
     layout: str
@@ -123,8 +147,13 @@ class EventDataset(Dataset):
             )
         return folder / "events_np"
 
-    def settings(self, options: dict) -> tuple[int, str]:
-        check_options(self.name, options, ("frames", "split_by"))
+    def settings(self, options: dict) -> ClipSettings:
+        check_options(self.name, options, ("frames", "split_by", "size", "flip"))
+        size, flip = options.get("size", H), options.get("flip", True)
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= H:
+            raise UsageError(f"dataset '{self.name}': size must be a whole number of pixels in 1..{H}, got {size!r}")
+        if not isinstance(flip, bool):
+            raise UsageError(f"dataset '{self.name}': flip must be true or false, got {flip!r}")
         frames, split_by = options.get("frames"), options.get("split_by", "number")
         if not isinstance(frames, int) or frames < 1:
             raise UsageError(
@@ -134,18 +163,19 @@ class EventDataset(Dataset):
             raise UsageError(
                 f"dataset '{self.name}': split_by must be one of {', '.join(SPLIT_BY)}, got {split_by!r}"
             )
-        return frames, split_by
+        return ClipSettings(frames, split_by, size, flip)
 
-    def splits(self, train: list[tuple[Path, int]], test: list[tuple[Path, int]], frames: int,
-               split_by: str, source: Path) -> DataSplits:
+    def splits(self, train: list[tuple[Path, int]], test: list[tuple[Path, int]], clip: ClipSettings,
+               source: Path) -> DataSplits:
         def clips(samples: list[tuple[Path, int]]) -> EventClips:
-            return EventClips([f for f, _ in samples], [c for _, c in samples], frames, split_by)
+            return EventClips([f for f, _ in samples], [c for _, c in samples], clip.frames,
+                              clip.split_by, clip.size)
 
         return DataSplits(
-            train=clips(train), test=clips(test), input_shape=(2, H, W), num_classes=len(self.classes),
-            temporal=True, augment=flip,
-            info={"source": str(source), "frames": frames, "split_by": split_by,
-                  "augment": "horizontal flip"},
+            train=clips(train), test=clips(test), input_shape=(2, clip.size, clip.size),
+            num_classes=len(self.classes), temporal=True, augment=flip if clip.flip else None,
+            info={"source": str(source), "frames": clip.frames, "split_by": clip.split_by,
+                  "size": clip.size, "augment": "horizontal flip" if clip.flip else "none"},
         )
 
 
@@ -156,14 +186,14 @@ class DVS128Gesture(EventDataset):
     layout = "DIR/events_np/{train,test}/{0..10}/*.npz (spikingjelly)"
 
     def load(self, root: str | None, **options) -> DataSplits:
-        frames, split_by = self.settings(options)
+        clip = self.settings(options)
         events = self.events_root(root)
 
         def samples(part: str) -> list[tuple[Path, int]]:
             folders = class_files(self.name, events / part, list(self.classes), self.layout)
             return [(f, c) for c, files in enumerate(folders) for f in files]
 
-        return self.splits(samples("train"), samples("test"), frames, split_by, events)
+        return self.splits(samples("train"), samples("test"), clip, events)
 
 
 class Cifar10DVS(EventDataset):
@@ -173,14 +203,14 @@ class Cifar10DVS(EventDataset):
     layout = "DIR/events_np/{" + ",".join(CIFAR10_CLASSES) + "}/*.npz (spikingjelly)"
 
     def load(self, root: str | None, **options) -> DataSplits:
-        frames, split_by = self.settings(options)
+        clip = self.settings(options)
         events = self.events_root(root)
         train, test = [], []
         for c, files in enumerate(class_files(self.name, events, list(self.classes), self.layout)):
             cut = math.ceil(len(files) * TRAIN_FRACTION)
             train += [(f, c) for f in files[:cut]]
             test += [(f, c) for f in files[cut:]]
-        return self.splits(train, test, frames, split_by, events)
+        return self.splits(train, test, clip, events)
 
 
 @hookimpl
