@@ -329,10 +329,10 @@ def run(host: PluginHost, neurons: Sequence[str] = (), backends: Sequence[str] =
             anywhere = [b.name for b in every if spec.family in b.families and b.library_version()]
             family_notes[spec.family] = (
                 f"family {spec.family}: "
-                + ("its reference is its only implementation (no installed backend implements it natively)"
+                + ("its reference is its only implementation (no installed backend implements it "
+                   "natively; every backend runs it through the reference)"
                    if not anywhere else f"no chosen backend implements it natively ({', '.join(anywhere)} do)")
-                + f"; the reference is checked against the neuron contract alone (backend {REFERENCE_ROW}) "
-                "and runs it on every backend")
+                + f"; the reference is checked against the neuron contract alone (rows {REFERENCE_ROW})")
             rows += [check(family, FamilyReference(family), spec, s) for s in surrogates]
             continue
         for backend in natives:

@@ -33,7 +33,7 @@ def parity_command(
 
     for family, where in report.references.items():
         typer.echo(f"reference of family {family}: {where}")
-    typer.echo(f"torch {torch.__version__}")
+    typer.echo(f"references run on torch {torch.__version__}")
     typer.echo(f"tolerances: {parity.TOLERANCES}")
     typer.echo(parity.table(report) if report.rows else "no backend to compare")
     for note in report.notes:
