@@ -79,3 +79,17 @@ def test_alif_example_installs_lists_trains_and_passes_parity(tmp_path, tiny_pro
     assert ("note: family alif: its reference is its only implementation (no installed backend implements "
             "it natively; every backend runs it through the reference); the reference is checked against "
             "the neuron contract alone (rows (reference))") in parity.stdout
+
+
+def test_the_guide_quotes_the_example_verbatim():
+    import re
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "neuron-families.md").read_text()
+    source = (EXAMPLE / "stxbench_alif.py").read_text()
+    quoted = [b for b in re.findall(r"```python\n(.*?)```", guide, flags=re.S) if b.startswith("class ALIF")]
+    assert len(quoted) == 3  # Params, Reference, and the family with its neuron and hooks
+    for block in quoted:
+        assert block in source, block.splitlines()[0]
+    toml = re.findall(r"```toml\n(.*?)```", guide, flags=re.S)[0]
+    pyproject = (EXAMPLE / "pyproject.toml").read_text()
+    assert all(line in pyproject.splitlines() for line in toml.splitlines())
