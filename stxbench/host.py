@@ -96,6 +96,11 @@ def module_sha256(module: ModuleType | None) -> dict[str, str]:
     }
 
 
+def _names(value: object) -> bool:
+    """A tuple (or list) of strings: what ``Backend.families`` must be (a bare string is not)."""
+    return isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+
+
 def _family_problem(family: api.NeuronFamily) -> str | None:
     """Why a contributed neuron family cannot be used, or None."""
     params, reference = getattr(family, "Params", None), getattr(family, "Reference", None)
@@ -207,8 +212,7 @@ class PluginHost:
             self.failures.append(PluginFailure(
                 plugin, f"pruner '{name}': Params must subclass stxbench.api.PrunerParams"))
             return
-        families = getattr(obj, "families", ())
-        if kind == "backend" and not (isinstance(families, (tuple, list)) and all(isinstance(f, str) for f in families)):
+        if kind == "backend" and not _names(getattr(obj, "families", None)):
             self.failures.append(PluginFailure(
                 plugin, f"backend '{name}': families must be a tuple of neuron family names"))
             return

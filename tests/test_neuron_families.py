@@ -303,3 +303,33 @@ def test_a_neuron_with_another_familys_params_is_refused(alif, plugin_dir):
         host.neuron("mixed")
     assert str(caught.value) == ("neuron 'mixed' (plugin 'stx_mixed'): params are LIFParams, but family 'alif' "
                                  "takes ALIFParams")
+
+
+def test_malformed_families_and_backends_are_failed_plugins_not_crashes(plugin_dir):
+    mod = plugin_dir("stx_malformed", '''
+        from stxbench.api import Backend, NeuronFamily, NeuronParams, hookimpl
+
+        class NotAModule(NeuronFamily):
+            name, summary, Params, Reference = "notamodule", "Reference is a function", NeuronParams, print
+
+        class OneString(Backend):
+            name, summary, families = "onestring", "families is a bare string", "lif"
+
+            def make_neuron(self, spec, site, surrogate):
+                raise AssertionError("never built")
+
+        @hookimpl
+        def stxbench_add_neuron_families():
+            return [NotAModule()]
+
+        @hookimpl
+        def stxbench_add_backends():
+            return [OneString()]
+    ''')
+    host = PluginHost([mod])
+    assert sorted(f.reason for f in host.failures) == [
+        "backend 'onestring': families must be a tuple of neuron family names",
+        "neuron family 'notamodule': Reference must be a torch.nn.Module subclass (or None)",
+    ]
+    assert "notamodule" not in host.names("neuron family") and "onestring" not in host.names("backend")
+    assert host.neuron("lif").family == "lif"  # everything else keeps working
