@@ -6,10 +6,14 @@ The hooks a plugin implements are documented in `stxbench.hookspecs`; this modul
 they take and return, re-exported from the modules that define them (which never import this
 one back):
 
-* neurons  - `NeuronSpec` (*what* a neuron computes: a parameterisation of the LIF family),
-  `NeuronSite` (where a neuron layer sits in a model), `Surrogate`, and `Backend` (*how* neurons
-  run: builds ``[T, B, ...]`` neuron modules on some SNN library); `lif` holds the helpers every
-  LIF backend shares (learnables, decay, threshold, charge).
+* neurons  - `NeuronFamily` (a family of neuron equations: its `NeuronParams` and a reference
+  implementation in plain torch), `NeuronSpec` (*what* a neuron computes: a family and that
+  family's parameters; `LIFParams` for the lif family), `NeuronSite` (where a neuron layer sits
+  in a model), `Surrogate` and `spike` (the spike function with its surrogate gradient), and
+  `Backend` (*how* neurons run: builds ``[T, B, ...]`` neuron modules on some SNN library for
+  the families it implements natively; the host runs other families through their reference);
+  `lif` holds the helpers every LIF-family implementation shares (learnables, decay,
+  threshold, charge).
 * pruners  - `Pruner` rewrites the ST-block weight matrices of a trained model; its parameters
   subclass `PrunerParams`.
 * datasets - `Dataset` yields `DataSplits` for training and evaluation, never downloading
@@ -40,7 +44,9 @@ from stxbench.datasets import (
 )
 from stxbench.errors import RunFailed, UsageError
 from stxbench.hookspecs import hookimpl
+from stxbench.lif import LIFParams
 from stxbench.models.base import HiddenLayer, ModelFamily, NeuronSlot, SpikingModel
+from stxbench.neuron_families import NeuronFamily, NeuronParams, spike
 from stxbench.neurons import SURROGATE_DEFAULT_ALPHA, Backend, MakeNeuron, NeuronSite, NeuronSpec, Surrogate
 from stxbench.pruners import Pruner, PrunerParams
 
@@ -53,11 +59,15 @@ __all__ = [
     # neurons and backends
     "SURROGATE_DEFAULT_ALPHA",
     "Backend",
+    "LIFParams",
     "MakeNeuron",
+    "NeuronFamily",
+    "NeuronParams",
     "NeuronSite",
     "NeuronSpec",
     "Surrogate",
     "lif",
+    "spike",
     # pruners
     "Pruner",
     "PrunerParams",

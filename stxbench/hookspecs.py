@@ -37,6 +37,7 @@ import pluggy
 if TYPE_CHECKING:
     from stxbench.datasets import Dataset
     from stxbench.models.base import ModelFamily
+    from stxbench.neuron_families import NeuronFamily
     from stxbench.neurons import Backend, NeuronSpec
     from stxbench.pruners import Pruner
     from stxbench.record import Record
@@ -51,14 +52,36 @@ hookimpl = pluggy.HookimplMarker("stxbench")
 
 
 @hookspec
+def stxbench_add_neuron_families() -> list[NeuronFamily]:
+    """Return the neuron families this plugin defines.
+
+    A `stxbench.api.NeuronFamily` is one set of neuron equations: a lower-case ``name``
+    (``lif``, ``alif``), a ``summary``, the parameters its neurons may set (``Params``, a
+    `stxbench.api.NeuronParams` pydantic model whose defaults are the family's) and a
+    reference implementation in plain torch (``Reference``, an ``nn.Module`` class built as
+    ``Reference(spec, site, surrogate)``). The reference is the family's executable definition:
+    it runs the family on every backend that does not implement it natively, and
+    ``stxbench parity`` holds every native implementation to it. It must meet the neuron
+    contract (`stxbench.api.Backend`): ``[T, B, ...]`` in, spikes of the same shape out (only
+    0.0 and 1.0, fired with `stxbench.api.spike`), a fresh state at every call, learnables
+    registered as ``nn.Parameter`` objects named by meaning (``meanings`` says what each name means),
+    and ``v_seq`` (the charged potential of the last call) when ``store_v_seq`` is set.
+
+    A family adds no neuron by itself: neurons of the family come from `stxbench_add_neurons`
+    (the same plugin, or any other).
+    """
+
+
+@hookspec
 def stxbench_add_neurons() -> list[NeuronSpec]:
     """Return the neurons this plugin defines.
 
-    A `stxbench.api.NeuronSpec` says *what* a neuron computes, as a parameterisation of the
-    LIF family (which constants are learnable, and their initial values); backends decide
-    *how* it runs. Names are lower-case and unique across all plugins (``lif``, ``plif``).
-    A neuron must be a drop-in for the protocol's base neuron: at initialisation it should
-    compute what the base neuron computes, so swapping it into a trained model is fair.
+    A `stxbench.api.NeuronSpec` says *what* a neuron computes: the neuron family whose
+    equations it follows (``family``, default ``lif``) and that family's parameters
+    (``params``, an instance of the family's ``Params``); backends decide *how* it runs. Names
+    are lower-case and unique across all plugins (``lif``, ``plif``). A neuron must be a drop-in
+    for the protocol's base neuron: at initialisation it should compute what the base neuron
+    computes, so swapping it into a trained model is fair.
     """
 
 
@@ -67,9 +90,10 @@ def stxbench_add_backends() -> list[Backend]:
     """Return the backends this plugin provides.
 
     A `stxbench.api.Backend` builds multi-step neuron modules (``[T, B, ...]`` in, spikes
-    out) for every `NeuronSpec` of the families it implements, with the ``>=`` threshold
-    rule and a detached hard reset, and refuses what it cannot express with a `UsageError`.
-    ``stxbench parity`` holds every installed backend to the torch reference.
+    out) for every `NeuronSpec` of the families it implements natively (``Backend.families``),
+    computing what the family's reference computes, and refuses what it cannot express with a
+    `UsageError`. Neurons of other families run on it through their family's reference.
+    ``stxbench parity`` holds every native implementation to its family's reference.
     """
 
 

@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import pluggy
+from torch import nn
 
 from stxbench import api, hookspecs
 from stxbench.errors import UsageError, one_line, unknown_choice
@@ -22,6 +23,7 @@ ENTRY_POINT_GROUP = "stxbench"
 
 # kind -> (registration hook, component type)
 KINDS: dict[str, tuple[str, type]] = {
+    "neuron family": ("stxbench_add_neuron_families", api.NeuronFamily),
     "neuron": ("stxbench_add_neurons", api.NeuronSpec),
     "backend": ("stxbench_add_backends", api.Backend),
     "pruner": ("stxbench_add_pruners", api.Pruner),
@@ -43,6 +45,27 @@ class Component:
     @property
     def summary(self) -> str:
         return getattr(self.obj, "summary", "")
+
+
+@dataclass(frozen=True)
+class NeuronImplementation:
+    """How one neuron runs on one backend: natively (the backend's ``make_neuron``) or through
+    its family's reference (`stxbench.api.NeuronFamily.Reference`), which runs on any backend."""
+
+    spec: api.NeuronSpec
+    family: api.NeuronFamily
+    backend: api.Backend
+    surrogate: api.Surrogate
+    native: bool
+
+    @property
+    def kind(self) -> str:
+        return "native" if self.native else "reference"
+
+    def make(self, site: api.NeuronSite) -> nn.Module:
+        if self.native:
+            return self.backend.make_neuron(self.spec, site, self.surrogate)
+        return self.family.Reference(self.spec, site, self.surrogate)
 
 
 @dataclass(frozen=True)
@@ -71,6 +94,23 @@ def module_sha256(module: ModuleType | None) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
     }
+
+
+def _names(value: object) -> bool:
+    """A tuple (or list) of strings: what ``Backend.families`` must be (a bare string is not)."""
+    return isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+
+
+def _family_problem(family: api.NeuronFamily) -> str | None:
+    """Why a contributed neuron family cannot be used, or None."""
+    params, reference = getattr(family, "Params", None), getattr(family, "Reference", None)
+    if not (isinstance(params, type) and issubclass(params, api.NeuronParams)):
+        return "Params must subclass stxbench.api.NeuronParams"
+    if reference is not None and not (isinstance(reference, type) and issubclass(reference, nn.Module)):
+        return "Reference must be a torch.nn.Module subclass (or None)"
+    if not isinstance(getattr(family, "summary", None), str):
+        return "no summary"
+    return None
 
 
 class PluginHost:
@@ -166,6 +206,15 @@ class PluginHost:
             self.failures.append(PluginFailure(
                 plugin, f"pruner '{name}': Params must subclass stxbench.api.PrunerParams"))
             return
+        if kind == "backend" and not _names(getattr(obj, "families", None)):
+            self.failures.append(PluginFailure(
+                plugin, f"backend '{name}': families must be a tuple of neuron family names"))
+            return
+        if kind == "neuron family":
+            problem = _family_problem(obj)
+            if problem:
+                self.failures.append(PluginFailure(plugin, f"neuron family '{name}': {problem}"))
+                return
         registry = self.components[kind]
         if name in registry:
             winner = registry[name]
@@ -191,7 +240,44 @@ class PluginHost:
         raise err
 
     def neuron(self, name: str) -> api.NeuronSpec:
-        return self.get("neuron", name).obj
+        """The neuron ``name``; `UsageError` when its family is not installed or its parameters
+        are not that family's."""
+        comp = self.get("neuron", name)
+        spec = comp.obj
+        families = self.components["neuron family"]
+        if spec.family not in families:
+            raise UsageError(
+                f"neuron '{name}' (plugin '{comp.plugin}') is of neuron family '{spec.family}', which no "
+                f"installed plugin provides; valid families: {', '.join(sorted(families)) or '(none installed)'}"
+            )
+        family = families[spec.family].obj
+        if not isinstance(spec.params, family.Params):
+            raise UsageError(
+                f"neuron '{name}' (plugin '{comp.plugin}'): params are {type(spec.params).__name__}, but "
+                f"family '{spec.family}' takes {family.Params.__name__}"
+            )
+        return spec
+
+    def neuron_family(self, name: str) -> api.NeuronFamily:
+        return self.get("neuron family", name).obj
+
+    def implementation(self, spec: api.NeuronSpec, backend: api.Backend,
+                       surrogate: api.Surrogate) -> NeuronImplementation:
+        """How ``spec`` runs on ``backend``: natively when the backend implements its family
+        (`UsageError` when it cannot run this neuron or surrogate), else through the family's
+        reference (`UsageError` when the family has none)."""
+        family = self.neuron_family(spec.family)
+        if spec.family in backend.families:
+            backend.check_neuron(spec, surrogate)
+            return NeuronImplementation(spec, family, backend, surrogate, native=True)
+        if family.Reference is None:
+            natives = [n for n in self.names("backend") if spec.family in self.backend(n).families]
+            raise UsageError(
+                f"backend '{backend.name}' does not implement neuron family '{spec.family}' (neuron "
+                f"'{spec.name}') and the family has no reference implementation; backends that "
+                f"implement it: {', '.join(natives) or '(none installed)'}"
+            )
+        return NeuronImplementation(spec, family, backend, surrogate, native=False)
 
     def backend(self, name: str) -> api.Backend:
         return self.get("backend", name).obj

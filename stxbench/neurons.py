@@ -1,5 +1,6 @@
-"""The neuron contract: what a neuron computes (`NeuronSpec`), where it sits in a model
-(`NeuronSite`), its surrogate gradient (`Surrogate`) and how a library runs it (`Backend`).
+"""The neuron contract: what a neuron computes (`NeuronSpec`: a family and its parameters; the
+families themselves are in `stxbench.neuron_families`), where it sits in a model (`NeuronSite`),
+its surrogate gradient (`Surrogate`) and how a library runs it (`Backend`).
 
 Plugins import these through `stxbench.api`.
 """
@@ -16,14 +17,25 @@ import torch
 from torch import nn
 
 from stxbench.errors import UsageError
+from stxbench.lif import FAMILY as LIF_FAMILY
+from stxbench.lif import LIFParams
+from stxbench.neuron_families import NeuronParams
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class NeuronSpec:
-    """A neuron of the LIF family, described by which of its constants are learnable.
+    """A neuron: the family whose equations it computes, and that family's parameters.
 
-    Every backend runs the same equations (time-first input, `>=` threshold, detached hard
-    reset to `v_reset`)::
+    ``family`` names a `NeuronFamily` (contributed by a plugin through
+    ``stxbench_add_neuron_families``) and ``params`` is an instance of that family's ``Params``.
+    The default family is ``lif``, whose parameters (`LIFParams`) may also be given as keywords:
+    ``NeuronSpec("plif", "...", decay="layer")`` is ``NeuronSpec("plif", "...", family="lif",
+    params=LIFParams(decay="layer"))``. A family's parameters read as the spec's attributes
+    (``spec.tau`` is ``spec.params.tau``). Bad parameters raise ``ValueError`` here; a family no
+    plugin provides is refused when the neuron is used (`UsageError`).
+
+    The ``lif`` family (time-first input, ``>=`` threshold, detached hard reset to
+    ``v_reset``)::
 
         H[t] = V[t-1] + (X[t] - (V[t-1] - v_reset)) * k      # k = 1/tau
         S[t] = 1[H[t] >= theta]
@@ -35,26 +47,39 @@ class NeuronSpec:
     (the site's threshold) or ``"channel"`` (a learnable ``theta_c`` per channel, initialised
     to the site's threshold and kept positive). ``w`` is initialised to ``-log(tau - 1)`` so that
     ``sigmoid(w) == 1/tau`` exactly for ``tau = 2``.
-
-    ``family`` names the equations above; a neuron outside the LIF family uses another name,
-    and a backend that does not implement that family refuses it with a clear error.
     """
 
     name: str
     summary: str
-    decay: Literal["fixed", "layer", "channel"] = "fixed"
-    threshold: Literal["fixed", "channel"] = "fixed"
-    tau: float = 2.0
-    v_reset: float = 0.0
-    family: str = "lif"
+    family: str
+    params: NeuronParams
 
-    def __post_init__(self) -> None:
-        if self.decay not in ("fixed", "layer", "channel"):
-            raise ValueError(f"NeuronSpec.decay must be fixed, layer or channel, not {self.decay!r}")
-        if self.threshold not in ("fixed", "channel"):
-            raise ValueError(f"NeuronSpec.threshold must be fixed or channel, not {self.threshold!r}")
-        if not self.tau > 1.0:
-            raise ValueError(f"NeuronSpec.tau must be > 1, not {self.tau}")
+    def __init__(self, name: str, summary: str, family: str = LIF_FAMILY,
+                 params: NeuronParams | None = None, **lif_params: object) -> None:
+        if family == LIF_FAMILY and params is None:
+            params = LIFParams(**lif_params)
+        elif lif_params:
+            raise ValueError(
+                f"NeuronSpec '{name}': keyword parameters ({', '.join(lif_params)}) are the lif "
+                f"family's shorthand; give params= instead"
+            )
+        if not isinstance(params, NeuronParams):
+            raise ValueError(
+                f"NeuronSpec '{name}': params must be an instance of family '{family}''s Params "
+                f"(a stxbench.api.NeuronParams), not {type(params).__name__}"
+            )
+        if family == LIF_FAMILY and not isinstance(params, LIFParams):
+            raise ValueError(f"NeuronSpec '{name}': the lif family takes LIFParams, not {type(params).__name__}")
+        for key, value in (("name", name), ("summary", summary), ("family", family), ("params", params)):
+            object.__setattr__(self, key, value)
+
+    def __getattr__(self, key: str) -> object:
+        # only called for what is not a field: the family's parameters (spec.tau, spec.decay)
+        params = self.__dict__.get("params")
+        if not key.startswith("_") and params is not None and key in type(params).model_fields:
+            return getattr(params, key)
+        raise AttributeError(f"NeuronSpec has no attribute {key!r}, and its family "
+                             f"'{self.__dict__.get('family')}' no parameter of that name")
 
 
 @dataclass(frozen=True)
@@ -123,6 +148,12 @@ class Backend(ABC):
     * when its attribute ``store_v_seq`` is set to True, keep ``v_seq``: the charged membrane
       potential ``H`` (before fire and reset) of the last call, shaped like the input. The
       parity suite compares it across backends.
+
+    A backend builds neurons of the families named in `families` (its *native* implementations,
+    each held to the family's reference by ``stxbench parity``); the host runs a neuron of any
+    other family through that family's reference (`NeuronFamily.Reference`) instead, so
+    ``make_neuron`` is only ever asked for a family in `families`. The names above (``w``,
+    ``theta``) are the lif family's; another family names its learnables in its reference.
     """
 
     name: ClassVar[str]
@@ -135,6 +166,9 @@ class Backend(ABC):
     surrogates: ClassVar[tuple[str, ...]] = ("atan", "sigmoid", "superspike")
     #: Surrogates whose alpha the library fixes (norse's SuperSpike ignores alpha, say).
     fixed_alphas: ClassVar[dict[str, float]] = {}
+    #: Neuron families this backend implements natively (a backend written before families
+    #: existed implements the lif family).
+    families: ClassVar[tuple[str, ...]] = (LIF_FAMILY,)
 
     def library_version(self) -> str | None:
         """The installed library's version; None when it is not installed."""
@@ -154,11 +188,11 @@ class Backend(ABC):
             )
 
     def check_neuron(self, spec: NeuronSpec, surrogate: Surrogate) -> None:
-        """Raise `UsageError` when this backend cannot run ``spec`` with ``surrogate``."""
-        if spec.family != "lif":
+        """Raise `UsageError` when this backend cannot run ``spec`` natively with ``surrogate``."""
+        if spec.family not in self.families:
             raise UsageError(
-                f"backend '{self.name}' implements the lif neuron family only; "
-                f"neuron '{spec.name}' is of family '{spec.family}'"
+                f"backend '{self.name}' implements the neuron families {', '.join(self.families) or '(none)'} "
+                f"natively; neuron '{spec.name}' is of family '{spec.family}'"
             )
         if surrogate.name not in self.surrogates:
             raise UsageError(
@@ -174,7 +208,7 @@ class Backend(ABC):
 
     @abstractmethod
     def make_neuron(self, spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate) -> nn.Module:
-        """Build one multi-step neuron layer for ``site``."""
+        """Build one multi-step neuron layer for ``site`` (``spec.family`` is in `families`)."""
 
 
 #: How a model gets a neuron layer for a site (a backend's `make_neuron` with the spec and

@@ -1,20 +1,28 @@
-"""Parity: every installed backend against the torch reference, neuron by neuron.
+"""Parity: every native implementation of every neuron family against the family's reference.
 
-For each neuron the host knows, each backend and each surrogate the backend supports, the same
-fixed inputs go through the backend's neuron and the reference's: two sites (tokens with the
-threshold 1, feature maps with the attention threshold 0.5), two inputs (float32 random with a
-heavy negative tail, and values quantised to quarters, where the charged potential hits the
-threshold exactly and often), and two parameter settings (the initial values, which must agree,
-and random "trained" values set on both by meaning, so per-channel broadcasting is exercised).
+For each neuron the host knows, each installed backend that implements the neuron's family
+natively (`Backend.families`) and each surrogate the backend supports, the same fixed inputs go
+through the backend's neuron and the family's reference (`NeuronFamily.Reference`, plain torch):
+two sites (tokens with the threshold 1, feature maps with the attention threshold 0.5), two
+inputs (float32 random with a heavy negative tail, and values quantised to quarters, where the
+charged potential hits the threshold exactly and often), and two parameter settings (the initial
+values, which must agree, and random "trained" values set on both by meaning, so per-channel
+broadcasting is exercised).
 
 Measured: max |dV| over the charged potential H (``v_seq``; relative where |V| > 1, since the
 float32 spacing grows with |V|), the number of differing spikes, and the largest relative
 gradient difference ``max|g - g_ref| / max|g_ref|`` for the input and for the learnables
-(compared by meaning: decay ``w`` and threshold ``theta``). A backend passes when spikes are
+(compared by meaning: ``NeuronFamily.meanings``). An implementation passes when spikes are
 identical, |dV| <= `V_TOLERANCE` * max(1, |V|) and gradients are within `GRAD_TOLERANCE`, and
-it meets the contract: learnables registered as parameters with the reference's initial values,
-fresh state at every call, binary spikes of the input's shape, and a surrogate it refuses in
-``check_neuron`` refused by ``make_neuron`` too (never silently swapped).
+both it and the reference meet the contract: learnables registered as parameters with the
+reference's initial values, fresh state at every call, binary spikes of the input's shape,
+``v_seq`` kept, and a surrogate it refuses in ``check_neuron`` refused by ``make_neuron`` too
+(never silently swapped).
+
+A family that no chosen backend implements natively (its reference is what runs it everywhere)
+is checked against the contract alone: a second instance of its reference stands in for the
+implementation under test (backend `REFERENCE_ROW`), which also catches a reference whose output
+is not a function of its input and parameters. Such families are named in the report's notes.
 """
 
 from __future__ import annotations
@@ -26,13 +34,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from stxbench.api import SURROGATE_DEFAULT_ALPHA, Backend, NeuronSite, NeuronSpec, Surrogate
+from stxbench.api import SURROGATE_DEFAULT_ALPHA, Backend, NeuronFamily, NeuronSite, NeuronSpec, Surrogate
 from stxbench.errors import UsageError, one_line
 from stxbench.host import PluginHost
-from stxbench import lif
-from stxbench.lif import MEANINGS
 
-REFERENCE = "torch"
+#: The backend column of rows that check a family's reference against the contract alone.
+REFERENCE_ROW = "(reference)"
 V_TOLERANCE = 1e-6
 GRAD_TOLERANCE = 1e-5
 TOLERANCES = (
@@ -60,13 +67,15 @@ def make_input(kind: str, shape: Sequence[int], generator: torch.Generator) -> t
     return torch.round(torch.randn(shape, generator=generator) * 4) / 4 + 0.5
 
 
-def parameters_by_meaning(module: nn.Module) -> dict[str, nn.Parameter]:
-    """The module's learnables keyed by meaning (``decay_w``, ``threshold``); a parameter whose
-    meaning is unknown is keyed by its own name, so it shows up as unmapped."""
+def parameters_by_meaning(module: nn.Module, meanings: dict[str, str]) -> dict[str, nn.Parameter]:
+    """The module's learnables keyed by meaning (``meanings`` maps a parameter name to it; an
+    unlisted name stands for itself); a module that stores its learnables under other names
+    provides ``parameters_by_meaning()`` itself."""
     custom = getattr(module, "parameters_by_meaning", None)
     if callable(custom):
         return dict(custom())
-    return {MEANINGS.get(name.rpartition(".")[2], name): p for name, p in module.named_parameters()}
+    return {meanings.get(name.rpartition(".")[2], name.rpartition(".")[2]): p
+            for name, p in module.named_parameters()}
 
 
 def relative_difference(value: torch.Tensor, reference: torch.Tensor) -> float:
@@ -85,7 +94,7 @@ def worst(values: Iterable[float]) -> float:
 
 @dataclass
 class Row:
-    """One neuron x backend x surrogate, aggregated over sites, inputs and settings."""
+    """One neuron x implementation x surrogate, aggregated over sites, inputs and settings."""
 
     neuron: str
     backend: str
@@ -93,7 +102,7 @@ class Row:
     max_dv: float = 0.0
     spikes_differing: int = 0
     spikes_compared: int = 0
-    ties: int = 0  # reference H exactly at threshold: where `>=` and `>` disagree
+    ties: int | None = 0  # reference H exactly at threshold (where `>=` and `>` disagree); None: unknown
     grad_input: float = 0.0
     grad_params: float | None = None
     problems: list[str] = field(default_factory=list)
@@ -117,32 +126,67 @@ class Row:
 class Report:
     rows: list[Row]
     notes: list[str]
+    #: family name -> where its reference comes from, for every family in the report
+    references: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[Row]:
         return [r for r in self.rows if not r.passed]
 
 
-def _set_trained_values(ref: dict[str, nn.Parameter], cand: dict[str, nn.Parameter],
-                        site: NeuronSite, generator: torch.Generator) -> None:
-    with torch.no_grad():
-        for meaning, p in ref.items():
-            if meaning == "decay_w":
-                value = torch.randn(p.shape, generator=generator) * 0.5
-            else:
-                value = site.v_threshold * (0.6 + 0.8 * torch.rand(p.shape, generator=generator))
-            p.copy_(value)
-            cand[meaning].copy_(value)
+@dataclass(frozen=True)
+class FamilyReference:
+    """A family's reference in the place of an implementation under test (contract-only rows)."""
+
+    family: NeuronFamily
+    name: str = REFERENCE_ROW
+
+    def make_neuron(self, spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate) -> nn.Module:
+        return self.family.Reference(spec, site, surrogate)
 
 
-def _compare_once(row: Row, reference: Backend, backend: Backend, spec: NeuronSpec,
+class _ReferenceBroken(Exception):
+    """The family's reference itself failed (reported as such, not blamed on the backend)."""
+
+
+def _reference_call(what, *args):
+    try:
+        return what(*args)
+    except Exception as exc:
+        raise _ReferenceBroken(f"reference: {one_line(exc)}") from None
+
+
+def _run_stored(row: Row, module: nn.Module, x: torch.Tensor, weights: torch.Tensor,
+                params: dict[str, nn.Parameter], label: str):
+    """One forward and backward with ``store_v_seq``; (spikes, v_seq, input grad, param grads)
+    or None after recording what breaks the contract."""
+    module.store_v_seq = True
+    xin = x.clone().requires_grad_(True)
+    spikes = module(xin)
+    if not isinstance(spikes, torch.Tensor) or spikes.shape != x.shape or spikes.dtype != x.dtype:
+        got = f"{spikes.dtype} {tuple(spikes.shape)}" if isinstance(spikes, torch.Tensor) else type(spikes).__name__
+        row.problem(f"{label}returned {got} for input {x.dtype} {tuple(x.shape)}")
+        return None
+    if spikes.requires_grad:
+        (spikes * weights).sum().backward()
+    v_seq = getattr(module, "v_seq", None)
+    if not isinstance(v_seq, torch.Tensor) or v_seq.shape != x.shape:
+        row.problem(f"{label}no v_seq of the input's shape with store_v_seq=True")
+        return None
+    if not ((spikes == 0) | (spikes == 1)).all():
+        row.problem(f"{label}spikes are not all 0 or 1")
+    return spikes.detach(), v_seq.detach(), xin.grad, {m: p.grad for m, p in params.items()}
+
+
+def _compare_once(row: Row, family: NeuronFamily, backend: Backend, spec: NeuronSpec,
                   surrogate: Surrogate, site: NeuronSite, shape: tuple[int, ...],
                   kind: str, setting: str, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # for backends that draw random numbers at construction
-    ref = reference.make_neuron(spec, site, surrogate)
+    ref = _reference_call(family.Reference, spec, site, surrogate)
     cand = backend.make_neuron(spec, site, surrogate)
-    ref_params, cand_params = parameters_by_meaning(ref), parameters_by_meaning(cand)
+    ref_params = parameters_by_meaning(ref, family.meanings)
+    cand_params = parameters_by_meaning(cand, family.meanings)
     for meaning in sorted(set(ref_params) | set(cand_params)):
         if meaning not in cand_params:
             row.problem(f"no learnable parameter for {meaning} (unregistered?)")
@@ -156,57 +200,52 @@ def _compare_once(row: Row, reference: Backend, backend: Backend, spec: NeuronSp
     if row.problems:
         return
     if setting == "trained":
-        _set_trained_values(ref_params, cand_params, site, generator)
+        with torch.no_grad():
+            for meaning, p in ref_params.items():
+                value = family.parity_value(meaning, p.detach().clone(), site, generator)
+                p.copy_(value)
+                cand_params[meaning].copy_(value)
 
     x = make_input(kind, shape, generator)
     weights = torch.randn(shape, generator=generator)  # so every spike's gradient differs
-    outputs, grads = [], []
-    for module, params in ((ref, ref_params), (cand, cand_params)):
-        module.store_v_seq = True
-        xin = x.clone().requires_grad_(True)
-        spikes = module(xin)
-        if spikes.shape != x.shape or spikes.dtype != x.dtype:
-            row.problem(f"returned {spikes.dtype} {tuple(spikes.shape)} for input {x.dtype} {tuple(x.shape)}")
-            return
-        (spikes * weights).sum().backward()
-        v_seq = getattr(module, "v_seq", None)
-        if not isinstance(v_seq, torch.Tensor) or v_seq.shape != x.shape:
-            row.problem("no v_seq of the input's shape with store_v_seq=True")
-            return
-        outputs.append((spikes.detach(), v_seq.detach()))
-        grads.append((xin.grad, {m: p.grad for m, p in params.items()}))
-
-    (s_ref, v_ref), (s_cand, v_cand) = outputs
-    with torch.no_grad():
-        row.ties += int((v_ref == lif.threshold(ref, spec, site)).sum())
-    if not ((s_cand == 0) | (s_cand == 1)).all():
-        row.problem("spikes are not all 0 or 1")
+    ref_out = _reference_call(_run_stored, row, ref, x, weights, ref_params, "reference: ")
+    cand_out = _run_stored(row, cand, x, weights, cand_params, "")
+    if ref_out is None or cand_out is None:
+        return
+    (s_ref, v_ref, gx_ref, gp_ref), (s_cand, v_cand, gx_cand, gp_cand) = ref_out, cand_out
+    ties = family.ties(ref, spec, site)
+    row.ties = None if ties is None or row.ties is None else row.ties + ties
     row.spikes_differing += int((s_cand != s_ref).sum())
     row.spikes_compared += s_ref.numel()
     # float32 spacing grows with |V|: far below threshold (V = -30, say) one ulp is 4e-6
     dv = ((v_cand - v_ref).abs() / v_ref.abs().clamp_min(1.0)).max().item()
     row.max_dv = worst([row.max_dv, dv])
-    (gx_ref, gp_ref), (gx_cand, gp_cand) = grads
-    if gx_cand is None:
+    if gx_ref is None:
+        row.problem("reference: no gradient reaches the input")
+    elif gx_cand is None:
         row.problem("no gradient reaches the input")
     else:
         row.grad_input = worst([row.grad_input, relative_difference(gx_cand, gx_ref)])
     for meaning, g_ref in gp_ref.items():
         g_cand = gp_cand[meaning]
-        if g_cand is None:
+        if g_ref is None:
+            row.problem(f"reference: no gradient reaches {meaning}")
+        elif g_cand is None:
             row.problem(f"no gradient reaches {meaning}")
-            continue
-        row.grad_params = worst([row.grad_params or 0.0, relative_difference(g_cand, g_ref)])
+        else:
+            row.grad_params = worst([row.grad_params or 0.0, relative_difference(g_cand, g_ref)])
 
     with torch.no_grad():  # state must not leak from one batch into the next
-        cand(make_input(kind, shape, generator))
-        if not torch.equal(cand(x), s_cand):
-            row.problem("state leaks between calls (output depends on the previous batch)")
+        for module, expected, label in ((cand, s_cand, ""), (ref, s_ref, "reference: ")):
+            module(make_input(kind, shape, generator))
+            if not torch.equal(module(x), expected):
+                row.problem(f"{label}state leaks between calls (output depends on the previous batch)")
 
 
-def check(reference: Backend, backend: Backend, spec: NeuronSpec, surrogate: Surrogate, *,
+def check(family: NeuronFamily, backend: Backend, spec: NeuronSpec, surrogate: Surrogate, *,
           inputs: Sequence[str] = INPUTS, settings: Sequence[str] = SETTINGS) -> Row:
-    """Compare one backend's neuron with the reference's on every site, input and setting."""
+    """Compare one implementation of ``spec`` (``backend``'s, or `FamilyReference` for the
+    contract alone) with its family's reference on every site, input and setting."""
     row = Row(spec.name, backend.name, surrogate.name)
     for site_index, (site, shape) in enumerate(SITES):
         for kind in inputs:
@@ -214,8 +253,10 @@ def check(reference: Backend, backend: Backend, spec: NeuronSpec, surrogate: Sur
                 # the seed depends on what is compared, not on which subset was asked for
                 seed = 100 * site_index + 10 * INPUTS.index(kind) + SETTINGS.index(setting)
                 try:
-                    _compare_once(row, reference, backend, spec, surrogate, site, shape, kind, setting, seed)
-                except Exception as exc:  # a broken backend is a FAIL row, not a crash
+                    _compare_once(row, family, backend, spec, surrogate, site, shape, kind, setting, seed)
+                except _ReferenceBroken as exc:
+                    row.problem(str(exc))
+                except Exception as exc:  # a broken implementation is a FAIL row, not a crash
                     row.problem(one_line(exc))
     return row
 
@@ -242,15 +283,28 @@ def _silently_built(backend: Backend, spec: NeuronSpec, surrogate: Surrogate) ->
     return row
 
 
+def _specs(host: PluginHost, names: Sequence[str], notes: list[str]) -> list[NeuronSpec]:
+    """The neurons asked for (an unusable one is a `UsageError`), or every usable neuron (an
+    unusable one is a note)."""
+    if names:
+        return [host.neuron(n) for n in names]
+    specs = []
+    for name in host.names("neuron"):
+        try:
+            specs.append(host.neuron(name))
+        except UsageError as exc:
+            notes.append(f"{exc}; not compared")
+    return specs
+
+
 def run(host: PluginHost, neurons: Sequence[str] = (), backends: Sequence[str] = ()) -> Report:
-    """Parity of the chosen (default: all) neurons and installed backends with the reference."""
-    reference = host.backend(REFERENCE)
-    neuron_names = list(neurons) or host.names("neuron")
-    backend_names = list(backends) or [n for n in host.names("backend") if n != REFERENCE]
-    specs = [host.neuron(n) for n in neuron_names]
-    chosen = [host.backend(n) for n in backend_names]
-    rows: list[Row] = []
+    """Parity of the chosen (default: all) neurons on the chosen (default: all installed)
+    backends that implement their families natively, each with its family's reference."""
     notes: list[str] = []
+    specs = _specs(host, neurons, notes)
+    chosen = [host.backend(n) for n in (list(backends) or host.names("backend"))]
+    every = [host.backend(n) for n in host.names("backend")]
+    rows: list[Row] = []
     refused: dict[str, list[str]] = {}
     installed = []
     for backend in chosen:
@@ -259,24 +313,41 @@ def run(host: PluginHost, neurons: Sequence[str] = (), backends: Sequence[str] =
         else:
             installed.append(backend)
     surrogates = [Surrogate(name) for name in SURROGATE_DEFAULT_ALPHA]
+    references: dict[str, str] = {}
+    family_notes: dict[str, str] = {}
     for spec in specs:
-        for backend in installed:
+        family = host.neuron_family(spec.family)
+        comp = host.get("neuron family", spec.family)
+        natives = [b for b in installed if spec.family in b.families]
+        if family.Reference is None:
+            family_notes[spec.family] = (
+                f"family {spec.family}: no reference implementation; its native implementations "
+                f"({', '.join(b.name for b in natives) or 'none'}) are not compared")
+            continue
+        references[spec.family] = f"{family.Reference.__module__}.{family.Reference.__qualname__} (plugin '{comp.plugin}')"
+        if not natives:
+            anywhere = [b.name for b in every if spec.family in b.families and b.library_version()]
+            family_notes[spec.family] = (
+                f"family {spec.family}: "
+                + ("its reference is its only implementation (no installed backend implements it "
+                   "natively; every backend runs it through the reference)"
+                   if not anywhere else f"no chosen backend implements it natively ({', '.join(anywhere)} do)")
+                + f"; the reference is checked against the neuron contract alone (rows {REFERENCE_ROW})")
+            rows += [check(family, FamilyReference(family), spec, s) for s in surrogates]
+            continue
+        for backend in natives:
             for surrogate in surrogates:
-                if _refuses(reference, spec, surrogate):
-                    continue
                 reason = _refuses(backend, spec, surrogate)
                 if reason is None:
-                    rows.append(check(reference, backend, spec, surrogate))
+                    rows.append(check(family, backend, spec, surrogate))
                     continue
                 refused.setdefault(backend.name, []).append(f"{spec.name}/{surrogate.name}")
                 silent = _silently_built(backend, spec, surrogate)
                 if silent is not None:
                     rows.append(silent)
     notes += [f"{name}: refuses {', '.join(combos)} (UsageError, never swapped)" for name, combos in refused.items()]
-    for spec in specs:
-        if all(_refuses(reference, spec, s) for s in surrogates):
-            notes.append(f"neuron {spec.name}: the reference does not implement it; not compared")
-    return Report(rows, notes)
+    notes += list(family_notes.values())
+    return Report(rows, notes, references)
 
 
 def _number(value: float | None) -> str:
@@ -289,7 +360,8 @@ def table(report: Report) -> str:
     from tabulate import tabulate
 
     body = [
-        [r.neuron, r.backend, r.surrogate, _number(r.max_dv), f"{r.spikes_differing}/{r.spikes_compared}", r.ties,
+        [r.neuron, r.backend, r.surrogate, _number(r.max_dv), f"{r.spikes_differing}/{r.spikes_compared}",
+         "-" if r.ties is None else r.ties,
          _number(r.grad_input), _number(r.grad_params), "PASS" if r.passed else "FAIL"]
         for r in report.rows
     ]

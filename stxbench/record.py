@@ -27,6 +27,15 @@ class ProtocolInfo(_Strict):
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
+class NeuronInfo(_Strict):
+    """How a neuron of the run was computed."""
+
+    family: str  # its neuron family
+    #: "native": the backend's own implementation of the family; "reference": the family's
+    #: plain-torch reference, which the host runs for a family the backend does not implement
+    implementation: Literal["native", "reference"]
+
+
 class ConfigInfo(_Strict):
     neuron: str
     pruner: str
@@ -39,6 +48,8 @@ class ConfigInfo(_Strict):
     base_neuron: str
     surrogate: str
     surrogate_alpha: float
+    #: base_neuron and neuron -> family and implementation (None in records older than this field)
+    neurons: dict[str, NeuronInfo] | None = None
 
 
 class MatrixStat(_Strict):

@@ -118,8 +118,8 @@ def resolve(
     back = host.backend(backend)
     back.check_available()
     surrogate = Surrogate(proto.model.surrogate, proto.model.surrogate_alpha)
-    back.check_neuron(base, surrogate)
-    back.check_neuron(spec, surrogate)
+    host.implementation(base, back, surrogate)  # natively, or through the family's reference
+    host.implementation(spec, back, surrogate)
     params = resolve_pruner_params(host, proto, pruner, given_params)
     cost_model(proto.energy_model)  # an unknown energy model is a usage error, before any work
     options.check()

@@ -51,6 +51,7 @@ from stxbench.record import (
     Counts,
     ExecutionInfo,
     Metrics,
+    NeuronInfo,
     Provenance,
     ProtocolInfo,
     Record,
@@ -106,7 +107,8 @@ class Run:
         return save
 
     def make_neuron_factory(self, spec: NeuronSpec):
-        return lambda site: self.backend.make_neuron(spec, site, self.surrogate)
+        """Builds ``spec`` on the run's backend: natively, or through its family's reference."""
+        return self.host.implementation(spec, self.backend, self.surrogate).make
 
     def notify(self, hook: str, **kwargs) -> None:
         if not self.execution.is_main:
@@ -352,6 +354,7 @@ def make_record(run: Run, model: SpikingModel, outcome: Outcome, compiler: Neuro
             backend=config.backend, seed=config.seed, dataset=proto.data.dataset,
             model=proto.model.name, T=proto.model.T, base_neuron=proto.model.base_neuron,
             surrogate=config.surrogate.name, surrogate_alpha=config.surrogate.alpha,
+            neurons=neuron_infos(run),
         ),
         metrics=Metrics(
             accuracy=final.accuracy, accuracy_dense=outcome.accuracy_dense,
@@ -401,9 +404,19 @@ def provenance(run: Run, checkpoint: Path, compiler: NeuronCompiler | None) -> P
     )
 
 
+def neuron_infos(run: Run) -> dict[str, NeuronInfo]:
+    """The base and fine-tuned neurons' families, and how the backend ran each."""
+    infos = {}
+    for name in (run.config.protocol.model.base_neuron, run.config.neuron):
+        impl = run.host.implementation(run.host.neuron(name), run.backend, run.surrogate)
+        infos[name] = NeuronInfo(family=impl.spec.family, implementation=impl.kind)
+    return infos
+
+
 def used_components(config: RunConfig, host: PluginHost):
     proto = config.protocol
-    return [
+    families = {host.neuron(n).family for n in (proto.model.base_neuron, config.neuron)}
+    return [*(host.get("neuron family", f) for f in sorted(families)),
         host.get("dataset", proto.data.dataset),
         host.get("model", proto.model.name.partition("-")[0]),
         host.get("neuron", proto.model.base_neuron),

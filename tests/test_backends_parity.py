@@ -1,18 +1,19 @@
-"""Every library backend against the torch reference: each neuron x backend x surrogate it
-supports, on float32 random and on quantised inputs (frequent exact ties at the threshold)."""
+"""Every backend's native lif family against the family's reference: each neuron x backend x
+surrogate it supports, on float32 random and on quantised inputs (frequent exact ties at the
+threshold)."""
 
 import pytest
 import torch
-from backends_util import ALL_BACKENDS, LIBRARY_BACKEND_PARAMS, LIF, NEURONS, SLIF, make_backend
+from backends_util import ALL_BACKENDS, LIF, NEURONS, SLIF, make_backend
 
 from stxbench import parity
 from stxbench.api import NeuronSite, NeuronSpec, Surrogate
-from stxbench_backend_torch import TorchBackend
+from stxbench_neuron_lif import LIFFamily, LIFReference
 
 CASES = [
     pytest.param(backend.values[0], spec, surrogate, kind, id=f"{backend.id}-{spec.name}-{surrogate}-{kind}",
                  marks=backend.marks)
-    for backend in LIBRARY_BACKEND_PARAMS
+    for backend in ALL_BACKENDS
     for spec in NEURONS
     for surrogate in ("atan", "sigmoid", "superspike")
     if not (backend.id == "norse" and surrogate != "superspike")  # norse has SuperSpike only
@@ -22,12 +23,12 @@ CASES = [
 
 @pytest.mark.parametrize("backend_name, spec, surrogate, kind", CASES)
 def test_backend_matches_the_reference(backend_name, spec, surrogate, kind):
-    row = parity.check(TorchBackend(), make_backend(backend_name), spec, Surrogate(surrogate), inputs=(kind,))
+    row = parity.check(LIFFamily(), make_backend(backend_name), spec, Surrogate(surrogate), inputs=(kind,))
     assert row.problems == []
     assert row.spikes_compared == 2 * (4 * 4 * 6 * 16 + 4 * 2 * 3 * 5 * 5)  # two settings
     assert row.spikes_differing == 0
-    # bit-identical: spikingjelly always; norse since 1/tau = 1/2 and sigmoid(w) multiply
-    # exactly as the reference does; snntorch with its state function made exact
+    # bit-identical: torch and spikingjelly always; norse since 1/tau = 1/2 and sigmoid(w)
+    # multiply exactly as the reference does; snntorch with its state function made exact
     assert row.max_dv == 0.0
     assert row.grad_input <= parity.GRAD_TOLERANCE
     if spec.decay != "fixed" or spec.threshold != "fixed":
@@ -37,11 +38,11 @@ def test_backend_matches_the_reference(backend_name, spec, surrogate, kind):
     assert row.passed
 
 
-@pytest.mark.parametrize("backend_name", LIBRARY_BACKEND_PARAMS)
+@pytest.mark.parametrize("backend_name", ALL_BACKENDS)
 def test_tau_three_stays_within_tolerance(backend_name):
     # 1/3 is not a power of two: norse multiplies by a rounded 1/tau, 1 ulp from dividing
     lif3 = NeuronSpec("lif3", "LIF with tau = 3", tau=3.0)
-    row = parity.check(TorchBackend(), make_backend(backend_name), lif3, Surrogate("superspike"), inputs=("random",))
+    row = parity.check(LIFFamily(), make_backend(backend_name), lif3, Surrogate("superspike"), inputs=("random",))
     assert row.passed, row
     assert row.max_dv <= 1e-6
 
@@ -69,11 +70,11 @@ def test_a_tie_at_exactly_the_threshold_fires(backend_name):
     assert run(SLIF, one, [1.5, 0.0], set_theta=0.75) == ([1.0, 0.0], [0.75, 0.0])
 
 
-@pytest.mark.parametrize("backend_name", LIBRARY_BACKEND_PARAMS)
+@pytest.mark.parametrize("backend_name", ALL_BACKENDS)
 @pytest.mark.parametrize("spec", NEURONS, ids=lambda s: s.name)
 def test_learnables_are_registered_parameters_with_the_reference_names(backend_name, spec):
     site = NeuronSite("maps", channels=3, channel_dim=-3)
-    ref = TorchBackend().make_neuron(spec, site, Surrogate("superspike"))
+    ref = LIFReference(spec, site, Surrogate("superspike"))
     neuron = make_backend(backend_name).make_neuron(spec, site, Surrogate("superspike"))
     # same state-dict keys and values: a checkpoint moves between backends
     assert list(neuron.state_dict()) == list(ref.state_dict())

@@ -1,4 +1,5 @@
-"""The torch reference neurons against hand-computed dynamics (DESIGN.md's equations)."""
+"""The lif family's reference, and the torch backend's native lif, against hand-computed
+dynamics (DESIGN.md's equations)."""
 
 import math
 
@@ -7,46 +8,51 @@ import torch
 
 from stxbench.api import NeuronSite, NeuronSpec, Surrogate
 from stxbench_backend_torch import LIFFamilyNeuron
-from stxbench_neuron_lif import LIF
+from stxbench_neuron_lif import LIF, LIFReference
 from stxbench_neuron_plif import PLIF
 
 SITE = NeuronSite("n", channels=1, channel_dim=-1, v_threshold=1.0)
 
 
-def run(spec, x, site=SITE, surrogate=Surrogate()):
-    neuron = LIFFamilyNeuron(spec, site, surrogate)
+@pytest.fixture(params=[LIFReference, LIFFamilyNeuron], ids=["reference", "torch-native"])
+def impl(request):
+    return request.param
+
+
+def run(impl, spec, x, site=SITE, surrogate=Surrogate()):
+    neuron = impl(spec, site, surrogate)
     neuron.store_v_seq = True
     x = torch.tensor(x, dtype=torch.float32).reshape(-1, 1, 1)
     s = neuron(x)
     return s.flatten().tolist(), neuron.v_seq.flatten().tolist()
 
 
-def test_lif_membrane_and_spikes_by_hand():
+def test_lif_membrane_and_spikes_by_hand(impl):
     # H0 = 1.5/2 = .75; H1 = .75 + (.5-.75)/2 = .625; H2 = .625 + (2-.625)/2 = 1.3125 -> spike,
     # reset to 0; H3 = 1/2 = .5
-    spikes, h = run(LIF, [1.5, 0.5, 2.0, 1.0])
+    spikes, h = run(impl, LIF, [1.5, 0.5, 2.0, 1.0])
     assert spikes == [0.0, 0.0, 1.0, 0.0]
     assert h == [0.75, 0.625, 1.3125, 0.5]
 
 
-def test_exact_tie_at_threshold_fires():
+def test_exact_tie_at_threshold_fires(impl):
     # H0 = 2/2 = 1.0 == theta: fires (>=), resets; H1 = 1.0 again; H2 = 0; H3 = .5
-    spikes, h = run(LIF, [2.0, 2.0, 0.0, 1.0])
+    spikes, h = run(impl, LIF, [2.0, 2.0, 0.0, 1.0])
     assert spikes == [1.0, 1.0, 0.0, 0.0]
     assert h == [1.0, 1.0, 0.0, 0.5]
 
 
-def test_attention_threshold_half():
+def test_attention_threshold_half(impl):
     site = NeuronSite("attn", channels=1, channel_dim=-1, v_threshold=0.5)
-    spikes, _ = run(LIF, [1.0, 0.5], site)
+    spikes, _ = run(impl, LIF, [1.0, 0.5], site)
     # H0 = .5 >= .5 fires; H1 = .25
     assert spikes == [1.0, 0.0]
 
 
-def test_plif_starts_as_lif_and_its_decay_learns():
+def test_plif_starts_as_lif_and_its_decay_learns(impl):
     x = [1.5, 0.5, 2.0, 1.0]
-    assert run(PLIF, x) == run(LIF, x)
-    neuron = LIFFamilyNeuron(PLIF, SITE, Surrogate())
+    assert run(impl, PLIF, x) == run(impl, LIF, x)
+    neuron = impl(PLIF, SITE, Surrogate())
     assert [n for n, _ in neuron.named_parameters()] == ["w"]
     assert neuron.w.shape == () and neuron.w.item() == 0.0  # w0 = -log(tau0 - 1) = 0
     with torch.no_grad():
@@ -68,25 +74,25 @@ def test_plif_starts_as_lif_and_its_decay_learns():
         ("superspike", 0.5 * 1.0 / (1 + 0.5) ** 2),
     ],
 )
-def test_surrogate_gradients_by_hand(name, expected):
-    neuron = LIFFamilyNeuron(LIF, SITE, Surrogate(name))
+def test_surrogate_gradients_by_hand(impl, name, expected):
+    neuron = impl(LIF, SITE, Surrogate(name))
     x = torch.tensor([[[1.0]]], requires_grad=True)
     neuron(x).sum().backward()
     assert x.grad.item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_reset_is_detached_from_the_graph():
+def test_reset_is_detached_from_the_graph(impl):
     # x0 = 2 fires at the tie and resets V to 0. With a detached reset, V0 = H0 * (1 - S0)
     # has dV0/dH0 = 1 - S0 = 0, so the spike at t=1 gets no gradient from x0.
-    neuron = LIFFamilyNeuron(LIF, SITE, Surrogate())
+    neuron = impl(LIF, SITE, Surrogate())
     x = torch.tensor([[[2.0]], [[0.0]]], requires_grad=True)
     neuron(x)[1].sum().backward()
     assert x.grad[0].item() == 0.0
     assert x.grad[1].item() != 0.0
 
 
-def test_state_is_reset_between_batches():
-    neuron = LIFFamilyNeuron(LIF, NeuronSite("n", 8, -1), Surrogate())
+def test_state_is_reset_between_batches(impl):
+    neuron = impl(LIF, NeuronSite("n", 8, -1), Surrogate())
     gen = torch.Generator().manual_seed(0)
     a = torch.rand(4, 3, 8, generator=gen) * 3
     b = torch.rand(4, 3, 8, generator=gen) * 3
@@ -95,10 +101,10 @@ def test_state_is_reset_between_batches():
     assert torch.equal(neuron(a), first)
 
 
-def test_per_channel_parameters_broadcast_over_feature_maps():
+def test_per_channel_parameters_broadcast_over_feature_maps(impl):
     spec = NeuronSpec("pc", "per-channel test neuron", decay="channel", threshold="channel")
     site = NeuronSite("stem", channels=3, channel_dim=-3)
-    neuron = LIFFamilyNeuron(spec, site, Surrogate())
+    neuron = impl(spec, site, Surrogate())
     assert neuron.w.shape == (3, 1, 1) and neuron.theta.shape == (3, 1, 1)
     with torch.no_grad():
         neuron.theta[1] = 0.25  # channel 1 fires at a quarter

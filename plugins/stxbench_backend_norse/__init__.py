@@ -28,6 +28,7 @@ class NorseBackend(Backend):
     summary = "norse 1: LIFBoxCell lifted over T, >= threshold, detached reset (SuperSpike only)"
     library = "norse"
     extra = "norse"
+    families = ("lif",)
     surrogates = ("superspike",)
     fixed_alphas = {"superspike": 1.0}
 

@@ -36,9 +36,9 @@ class NorseLIFFamily(nn.Module):
         spec = self.spec
         k = lif.decay(self, spec)
         if k is None:
-            k = torch.tensor(1.0 / spec.tau, device=device)
+            k = torch.tensor(1.0 / spec.params.tau, device=device)
         theta = torch.as_tensor(lif.threshold(self, spec, self.site), dtype=torch.float32, device=device)
-        v_reset = torch.tensor(spec.v_reset, device=device)
+        v_reset = torch.tensor(spec.params.v_reset, device=device)
         return LIFBoxParameters(
             tau_mem_inv=k, v_leak=v_reset, v_th=just_below(theta), v_reset=v_reset,
             method="super", alpha=self.surrogate.alpha, reset_method=self._detached_reset,

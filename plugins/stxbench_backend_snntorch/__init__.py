@@ -29,13 +29,14 @@ class SnntorchBackend(Backend):
     summary = "snntorch 1: Leaky (reset to zero) looped over T, >= threshold, exact arithmetic"
     library = "snntorch"
     extra = "snntorch"
+    families = ("lif",)
     fixed_alphas = {"superspike": 1.0}
 
     def check_neuron(self, spec: NeuronSpec, surrogate: Surrogate) -> None:
         super().check_neuron(spec, surrogate)
-        if spec.v_reset != 0.0:
+        if spec.params.v_reset != 0.0:
             raise UsageError(
-                f"backend 'snntorch' resets to zero only; neuron '{spec.name}' has v_reset={spec.v_reset}"
+                f"backend 'snntorch' resets to zero only; neuron '{spec.name}' has v_reset={spec.params.v_reset}"
             )
 
     def make_neuron(self, spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate) -> nn.Module:

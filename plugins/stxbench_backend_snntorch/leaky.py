@@ -62,10 +62,10 @@ class SnntorchLIFFamily(nn.Module):
         grad_fn = SURROGATES[surrogate.name]
         alpha = surrogate.alpha
         self.leaky = ExactLeaky(
-            beta=1.0 - 1.0 / spec.tau, threshold=site.v_threshold,
+            beta=1.0 - 1.0 / spec.params.tau, threshold=site.v_threshold,
             spike_grad=lambda u: grad_fn.apply(u, alpha), reset_mechanism="zero", reset_delay=True,
         )
-        self.leaky.tau = spec.tau
+        self.leaky.tau = spec.params.tau
         # Leaky's constants are buffers; ours are the learnables above, so keep its buffers out
         # of state dicts (a checkpoint then loads into any backend).
         for name, buffer in list(self.leaky.named_buffers(recurse=False)):
@@ -79,7 +79,7 @@ class SnntorchLIFFamily(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         leaky = self.leaky
         leaky.decay = lif.decay(self, self.spec)
-        if self.spec.threshold != "fixed":
+        if self.spec.params.threshold != "fixed":
             leaky.threshold = lif.threshold(self, self.spec, self.site)
         mem = torch.zeros_like(x[0])  # fresh state for every batch, passed explicitly
         spikes, charged = [], []
@@ -93,7 +93,7 @@ class SnntorchLIFFamily(nn.Module):
         # every call (torch.compile guards on it: a last-call-shaped mem made it recompile).
         leaky.mem = mem.new_zeros(0)  # as Leaky._init_mem leaves it
         leaky.decay = None
-        if self.spec.threshold != "fixed":
+        if self.spec.params.threshold != "fixed":
             leaky.threshold = leaky.threshold.detach()
         return torch.stack(spikes)
 

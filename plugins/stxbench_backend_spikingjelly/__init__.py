@@ -22,6 +22,7 @@ class SpikingjellyBackend(Backend):
     summary = "spikingjelly 2: LIFNode, ParametricLIFNode, SimpleBaseNode for sLIF (multi-step)"
     library = "spikingjelly"
     extra = "spikingjelly"
+    families = ("lif",)
 
     def make_neuron(self, spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate) -> nn.Module:
         self.check_available()

@@ -44,8 +44,8 @@ class _FreshStateNode:
         if self.store_v_seq:
             with torch.no_grad():
                 v_after = self.v_seq
-                v_before = torch.cat([torch.full_like(v_after[:1], self.spec.v_reset), v_after[:-1]])
-                self.v_seq = lif.charge(v_before, x_seq, self.spec.v_reset, self.spec.tau, self._decay())
+                v_before = torch.cat([torch.full_like(v_after[:1], self.spec.params.v_reset), v_after[:-1]])
+                self.v_seq = lif.charge(v_before, x_seq, self.spec.params.v_reset, self.spec.params.tau, self._decay())
         drop_state(self)
         return spikes
 
@@ -54,14 +54,14 @@ def node_options(spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate) -> di
     """What every node here shares: the contract's threshold, hard reset (detached), surrogate,
     multi-step mode (spikingjelly's default 's' would treat [T, B, ...] as one step)."""
     return dict(
-        v_threshold=float(site.v_threshold), v_reset=float(spec.v_reset),
+        v_threshold=float(site.v_threshold), v_reset=float(spec.params.v_reset),
         surrogate_function=surrogate_function(surrogate), detach_reset=True, step_mode="m",
     )
 
 
 class StxLIFNode(_FreshStateNode, neuron.LIFNode):
     def __init__(self, spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate):
-        super().__init__(tau=float(spec.tau), decay_input=True, **node_options(spec, site, surrogate))
+        super().__init__(tau=float(spec.params.tau), decay_input=True, **node_options(spec, site, surrogate))
         self.spec = spec
 
     def _decay(self) -> None:
@@ -72,7 +72,7 @@ class StxParametricLIFNode(_FreshStateNode, neuron.ParametricLIFNode):
     """spikingjelly's PLIF already holds ``w`` (``1/tau = sigmoid(w)``, ``w0 = -log(tau0 - 1)``)."""
 
     def __init__(self, spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate):
-        super().__init__(init_tau=float(spec.tau), decay_input=True, **node_options(spec, site, surrogate))
+        super().__init__(init_tau=float(spec.params.tau), decay_input=True, **node_options(spec, site, surrogate))
         self.spec = spec
 
     def _decay(self) -> torch.Tensor:
@@ -91,7 +91,7 @@ class StxLIFFamilyNode(neuron.SimpleBaseNode):
         self.v_seq: torch.Tensor | None = None
 
     def neuronal_charge(self, x: torch.Tensor) -> None:
-        self.v = lif.charge(self.v, x, self.spec.v_reset, self.spec.tau, self._k)
+        self.v = lif.charge(self.v, x, self.spec.params.v_reset, self.spec.params.tau, self._k)
 
     def neuronal_fire(self) -> torch.Tensor:
         if self.store_v_seq:
@@ -100,7 +100,7 @@ class StxLIFFamilyNode(neuron.SimpleBaseNode):
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         self.reset()
-        self.v = torch.full_like(x_seq[0], self.spec.v_reset)  # SimpleBaseNode starts at 0.0
+        self.v = torch.full_like(x_seq[0], self.spec.params.v_reset)  # SimpleBaseNode starts at 0.0
         self._k = lif.decay(self, self.spec)
         self._theta = lif.threshold(self, self.spec, self.site)
         self._charged: list[torch.Tensor] = []
@@ -112,8 +112,8 @@ class StxLIFFamilyNode(neuron.SimpleBaseNode):
 
 
 def build(spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate) -> nn.Module:
-    if spec.threshold == "fixed" and spec.decay == "fixed":
+    if spec.params.threshold == "fixed" and spec.params.decay == "fixed":
         return StxLIFNode(spec, site, surrogate)
-    if spec.threshold == "fixed" and spec.decay == "layer":
+    if spec.params.threshold == "fixed" and spec.params.decay == "layer":
         return StxParametricLIFNode(spec, site, surrogate)
     return StxLIFFamilyNode(spec, site, surrogate)

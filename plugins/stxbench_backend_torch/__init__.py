@@ -1,48 +1,22 @@
-"""Backend ``torch``: the pure-PyTorch reference for the LIF family.
+"""Backend ``torch``: the lif family in plain PyTorch, no SNN library.
 
-Every other backend is checked against this one by ``stxbench parity``. It follows
+Its LIF / PLIF / sLIF are the lif family's *native* implementation on PyTorch, the one a faster
+kernel may replace: ``stxbench parity`` holds it to the family's reference
+(``stxbench_neuron_lif.LIFReference``), which it equals bit for bit. It follows
 `stxbench.api.NeuronSpec` operation for operation (the same expression order as spikingjelly's
-LIFNode, so the two agree bit for bit): a ``>=`` threshold, a hard reset whose spike is
-detached from the graph, and a fresh state ``V = v_reset`` at every call.
+LIFNode): a ``>=`` threshold, a hard reset whose spike is detached from the graph, and a fresh
+state ``V = v_reset`` at every call. Neurons of any other family run on this backend through
+their family's reference.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from stxbench.api import Backend, NeuronSite, NeuronSpec, Surrogate, hookimpl, lif
+from stxbench.api import Backend, NeuronSite, NeuronSpec, Surrogate, hookimpl, lif, spike
 
-
-class _Spike(torch.autograd.Function):
-    """Heaviside ``x >= 0`` forward; the named surrogate's derivative backward."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, name: str, alpha: float) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.name, ctx.alpha = name, alpha
-        return (x >= 0).to(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        alpha = ctx.alpha
-        if ctx.name == "atan":
-            a = alpha / 2
-            ax = math.pi * a * x
-            g = a / (1 + ax * ax) * grad
-        elif ctx.name == "sigmoid":
-            s = (x * alpha).sigmoid()
-            g = grad * (1.0 - s) * s * alpha
-        else:  # superspike
-            g = alpha * grad / torch.pow(torch.abs(x) + 1.0, 2)
-        return g, None, None
-
-
-def spike(x: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
-    return _Spike.apply(x, surrogate.name, surrogate.alpha)
+__all__ = ["LIFFamilyNeuron", "TorchBackend", "spike"]
 
 
 class LIFFamilyNeuron(nn.Module):
@@ -59,13 +33,13 @@ class LIFFamilyNeuron(nn.Module):
         spec = self.spec
         k = lif.decay(self, spec)
         theta = lif.threshold(self, spec, self.site)
-        v_reset = spec.v_reset
+        v_reset, tau = spec.params.v_reset, spec.params.tau
         v = torch.full_like(x[0], v_reset)
         spikes, hs = [], []
         # unbind, not x[t]: the backward of T selects writes T zero-filled [T, ...] gradients
         # and adds them up; unbind's backward is one stack (1.1x eager, 1.3x compiled fwd+bwd)
         for x_t in x.unbind(0):
-            h = lif.charge(v, x_t, v_reset, spec.tau, k)
+            h = lif.charge(v, x_t, v_reset, tau, k)
             s = spike(h - theta, self.surrogate)
             s_d = s.detach()
             v = h * (1.0 - s_d) + v_reset * s_d
@@ -82,7 +56,8 @@ class LIFFamilyNeuron(nn.Module):
 
 class TorchBackend(Backend):
     name = "torch"
-    summary = "pure-PyTorch reference implementation (no SNN library)"
+    summary = "plain PyTorch (no SNN library): the lif family, native"
+    families = ("lif",)
 
     def make_neuron(self, spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate) -> nn.Module:
         self.check_neuron(spec, surrogate)

@@ -4,14 +4,13 @@ As LIF, with ``1/tau = sigmoid(w)`` and one learnable scalar ``w`` per layer, in
 ``w0 = -log(tau0 - 1)`` (tau0 = 2 gives w0 = 0, so PLIF starts exactly as LIF).
 """
 
-from stxbench.api import NeuronSpec, hookimpl
+from stxbench.api import LIFParams, NeuronSpec, hookimpl
 
 PLIF = NeuronSpec(
     name="plif",
     summary="parametric LIF: one learnable decay 1/tau = sigmoid(w) per layer (Fang et al. 2021)",
-    decay="layer",
-    threshold="fixed",
-    tau=2.0,
+    family="lif",
+    params=LIFParams(decay="layer", threshold="fixed", tau=2.0),
 )
 
 

@@ -19,15 +19,14 @@ LIF model without changing a single prediction; only fine-tuning moves ``w_c`` a
 It adds 2 parameters per channel of every neuron layer, which ``params_effective`` counts.
 """
 
-from stxbench.api import NeuronSpec, hookimpl
+from stxbench.api import LIFParams, NeuronSpec, hookimpl
 
 SLIF = NeuronSpec(
     name="slif",
     summary="synergistic LIF (interpretation of arXiv 2508.01992): learnable "
     "per-channel decay and threshold; equals LIF at initialisation",
-    decay="channel",
-    threshold="channel",
-    tau=2.0,
+    family="lif",
+    params=LIFParams(decay="channel", threshold="channel", tau=2.0),
 )
 
 

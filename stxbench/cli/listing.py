@@ -14,6 +14,7 @@ from stxbench.protocol import builtin_protocols, load_protocol
 
 class What(str, Enum):
     all = "all"
+    families = "families"
     neurons = "neurons"
     pruners = "pruners"
     backends = "backends"
@@ -22,25 +23,57 @@ class What(str, Enum):
     protocols = "protocols"
 
 
+#: section -> component kind
+KIND = {What.families: "neuron family", What.neurons: "neuron", What.pruners: "pruner",
+        What.backends: "backend", What.datasets: "dataset", What.models: "model"}
+TITLE = {What.families: "neuron families"}
+
+
+def _native_on(host, family: str) -> str:
+    """The backends implementing ``family`` natively; every other backend runs its reference."""
+    natives = [b for b in host.names("backend") if family in host.backend(b).families]
+    return ", ".join(natives) or "none: reference only"
+
+
+def _families_of(host, backend) -> str:
+    """What a backend runs natively, and which installed families it runs through their reference."""
+    native = ", ".join(backend.families) or "-"
+    others = [f for f in host.names("neuron family") if f not in backend.families]
+    return f"{native}" + (f" (via reference: {', '.join(others)})" if others else "")
+
+
+def _neuron_family(host, spec) -> str:
+    return spec.family if spec.family in host.components["neuron family"] else f"{spec.family} (not installed)"
+
+
 def _components(host, kind: str) -> str:
     rows = []
     for name in host.names(kind):
         comp = host.get(kind, name)
         row = [name, comp.summary, comp.plugin]
-        if kind == "pruner":
+        if kind in ("pruner", "neuron family"):
             fields = comp.obj.Params.model_fields
             row.insert(2, ", ".join(f"{k}={f.default}" for k, f in fields.items()) or "-")
+        if kind == "neuron family":
+            row.insert(3, _native_on(host, name))
+        if kind == "neuron":
+            row.insert(2, _neuron_family(host, comp.obj))
         if kind == "backend":
             version = comp.obj.library_version()
             library = comp.obj.library or "torch"
             row.insert(2, f"{library} {version}" if version else f"{library} (not installed: "
                        f"pip install 'stxbench[{comp.obj.extra or library}]')")
+            row.insert(3, _families_of(host, comp.obj))
         rows.append(row)
     headers = ["name", "description", "plugin"]
-    if kind == "pruner":
+    if kind in ("pruner", "neuron family"):
         headers.insert(2, "parameters (defaults)")
+    if kind == "neuron family":
+        headers.insert(3, "native on")
+    if kind == "neuron":
+        headers.insert(2, "family")
     if kind == "backend":
-        headers.insert(2, "library")
+        headers[2:2] = ["library", "neuron families"]
     return tabulate(rows, headers=headers)
 
 
@@ -56,14 +89,14 @@ def _protocols() -> str:
 
 @app.command("list")
 def list_command(what: What = typer.Argument(What.all, help="Which components to list.")) -> None:
-    """List installed neurons, pruners, backends, datasets, models and protocols, and any plugin
-    that failed to load (with the reason)."""
+    """List installed neuron families, neurons, pruners, backends, datasets, models and
+    protocols, and any plugin that failed to load (with the reason)."""
     host = common.host()
     sections = [w for w in What if w not in (What.all,)] if what is What.all else [what]
     blocks = []
     for section in sections:
-        body = _protocols() if section is What.protocols else _components(host, section.value[:-1])
-        blocks.append(f"{section.value}:\n{body}")
+        body = _protocols() if section is What.protocols else _components(host, KIND[section])
+        blocks.append(f"{TITLE.get(section, section.value)}:\n{body}")
     if host.failures:
         blocks.append("failed plugins:\n" + tabulate(
             [[f.plugin, f.reason] for f in host.failures], headers=["plugin", "reason"]))
