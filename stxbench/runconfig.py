@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from stxbench.api import Surrogate
+from stxbench.conventions import convention
 from stxbench.energy import cost_model
 from stxbench.errors import UsageError
 from stxbench.execution import resolve_precision
@@ -131,6 +132,7 @@ def resolve(
     back.check_neuron(spec, surrogate)
     params = resolve_pruner_params(host, proto, pruner, given_params)
     cost_model(proto.energy_model)  # an unknown energy model is a usage error, before any work
+    convention(proto.energy_convention)  # so is an unknown counting convention
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
     if workers is not None and workers < 0:

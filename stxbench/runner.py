@@ -28,7 +28,7 @@ from stxbench.checkpoints import (
 from stxbench.compile import NeuronCompiler, compile_neurons, first_batch
 from stxbench.counting import count_test_head
 from stxbench.data import load_splits
-from stxbench.energy import cost_model, energy_of
+from stxbench.energy import all_estimates, cost_model, energy_of
 from stxbench.errors import RunFailed, RunInterrupted, UsageError
 from stxbench.execution import (
     Execution,
@@ -298,7 +298,8 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
     stats = metrics.matrix_stats(model, shapes)
     counts = None
     if config.counts:  # a pass of its own, so that eval timing stays free of counting
-        counts = count_test_head(model, splits, proto.eval.batch_size, proto.eval.count_samples, run.device)
+        counts = count_test_head(model, splits, proto.eval.batch_size, proto.eval.count_samples, run.device,
+                                 execution)
 
     record = Record(
         protocol=ProtocolInfo(
@@ -319,7 +320,8 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
             firing_rates=rates.per_layer(), matrices=stats,
         ),
         counts=counts,
-        energy=energy_of(counts, cost_model(proto.energy_model)) if counts else None,
+        energy=energy_of(counts, cost_model(proto.energy_model), proto.energy_convention) if counts else None,
+        energies=all_estimates(counts) if counts else None,
         timing=Timing(
             dense_s=dense_s, finetune_s=finetune_s, eval_s=final.seconds,
             samples_per_s=final.samples / final.seconds if final.seconds > 0 else float(final.samples),

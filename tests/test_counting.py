@@ -252,7 +252,9 @@ def test_nothing_counted_fails_instead_of_reporting_zero():
         ([0.0, 2.0, 4.0], "int"),
         ([0.0, 255.0], "int"),
         ([0.0, 256.0], "real"),  # not small: above SMALL_INT_MAX
-        ([0.0, 1.0, -1.0], "real"),  # negative
+        ([0.0, 1.0, -1.0], "signed"),  # {-1, 0, 1}: NeuroBench's spikes; real to this rule
+        ([0.0, -2.0], "real"),  # negative
+        ([0.0, -1.0, 2.0], "real"),
         ([0.0, 0.5, 1.0], "real"),
         ([0.0, 1.0 - 2**-24], "real"),  # the float32 just below 1
         ([0.0, float("nan")], "real"),

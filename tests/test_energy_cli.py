@@ -121,7 +121,7 @@ def test_protocol_with_unknown_energy_model_is_refused_before_work(tmp_path, cac
 
 
 def test_failing_count_fails_the_run(runs, tmp_path, monkeypatch):
-    def broken(self, func, args, kwargs):
+    def broken(self, *args):
         raise ValueError("boom")
 
     monkeypatch.setattr(counting.OpCounter, "_charge", broken)
