@@ -79,7 +79,9 @@ def resolve_pruner_params(host: PluginHost, protocol: Protocol, pruner: str, giv
         return params_model(**merged).model_dump(mode="json")
     except ValidationError as exc:
         first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "?"
+        key = ".".join(str(p) for p in first["loc"])
+        if not key:  # a rule over several parameters
+            raise UsageError(f"pruner '{pruner}': {first['msg'].removeprefix('Value error, ')}") from None
         value = merged.get(key, "?")
         raise UsageError(f"pruner '{pruner}': {key}={value!r}: {first['msg']}") from None
 
