@@ -9,8 +9,8 @@ know their names. What an op holds (per sample, by operand kind) is `stxbench.op
 business; what it costs under a named convention is `stxbench.conventions`'s.
 
 Besides the synaptic ops the counter keeps what other conventions and the memory cost models
-need: BatchNorm elements (SpikingJelly charges affine BN as MACs), membrane updates and spikes
-per neuron layer, and, for a factorised matrix that can run as one (``merged_weight()``), what
+need: BatchNorm elements (SpikingJelly charges affine BN as MACs), membrane updates per neuron
+layer, and, for a factorised matrix that can run as one (``merged_weight()``), what
 that one matrix would cost on the same inputs. Under ``no_grad`` the mode sees the decomposed
 ops (mm, addmm, bmm, convolution); under ``inference_mode`` it sees linear, matmul, conv2d
 whole, and runs any other composite op (einsum, ...) through its decomposition so that nothing
@@ -32,7 +32,7 @@ from stxbench.api import DataSplits
 from stxbench.errors import RunFailed
 from stxbench.execution import Execution
 from stxbench.models.base import SpikingModel
-from stxbench.op_rule import STATS, GroupCharge, conv_charges, matmul_charges, stxbench_kind
+from stxbench.op_rule import STATS, GroupCharge, Memo, conv_charges, matmul_charges, stxbench_kind
 from stxbench.record import (
     COUNT_RULE,
     BatchNormCount,
@@ -160,13 +160,15 @@ class OpCounter:
         self.rows: dict[_Key, dict[str, int]] = {}
         self.alternatives: dict[_Key, dict[str, int]] = {}
         self.batchnorm: dict[str, list] = {}  # module -> [elements, affine]
-        self.neuron_stats: dict[str, list] = {}  # module -> [updates, spikes]
+        self.neuron_stats: dict[str, int] = {}  # module -> membrane updates
         self._batch = 1
         self._stack: list[tuple[str, nn.Module]] = []
         self._handles: list = []
         self._composite: dict[Any, bool] = {}
         self._weights: set[int] = set()
         self._cast_weights: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
+        self._memo = Memo()  # operand kinds decided in the current forward pass
+        self._linear_inputs: dict[int, torch.Tensor] = {}  # nn.Linear -> its input, this pass
         self._mode = _DispatchMode(self)
 
     # -- module attribution -----------------------------------------------------------------
@@ -185,36 +187,33 @@ class OpCounter:
         for i, neuron in enumerate(self.neurons):
             label = names.get(id(neuron), f"(neuron {i})")
             self._handles.append(neuron.register_forward_pre_hook(self._count_updates(label)))
-            self._handles.append(neuron.register_forward_hook(self._count_spikes(label)))
         self._weights = {_storage(t) for t in (*self.model.parameters(), *self.model.buffers())}
 
     def _read_batch(self, module, args):
         x = next((a for a in args if isinstance(a, torch.Tensor)), None)
         self._batch = int(x.shape[0]) if x is not None and x.dim() > 0 else 1
+        self._memo.clear()
+        self._linear_inputs.clear()
 
     def _push(self, label: str, module: nn.Module):
+        linear = type(module) is nn.Linear
+
         def hook(_, args):
             self._stack.append((label, module))
+            if linear and args and isinstance(args[0], torch.Tensor):
+                self._linear_inputs[id(module)] = args[0]
 
         return hook
 
     def _pop(self, module, args, output):
         self._stack.pop()
+        self._linear_inputs.pop(id(module), None)  # hold no activation past its layer
 
     def _count_updates(self, label: str):
         def hook(module, args):
             n = sum(a.numel() for a in args if isinstance(a, torch.Tensor))
             self.neuron_updates += n
-            self.neuron_stats.setdefault(label, [0, 0])[0] += n
-
-        return hook
-
-    def _count_spikes(self, label: str):
-        def hook(module, args, output):
-            if isinstance(output, torch.Tensor):
-                with _disable_current_modes():
-                    spikes = int(output.detach().sum(dtype=torch.float64))
-                self.neuron_stats.setdefault(label, [0, 0])[1] += spikes
+            self.neuron_stats[label] = self.neuron_stats.get(label, 0) + n
 
         return hook
 
@@ -233,7 +232,7 @@ class OpCounter:
                 if weight is None:  # not mergeable (a neuron between the factors)
                     return
                 a = x.reshape(-1, x.shape[-1])
-                charges = matmul_charges(a, weight.t(), self._batch, self.time_steps, b_is_weight=True)
+                charges = matmul_charges(a, weight.t(), self._batch, self.time_steps, True, self._memo, x)
             # the one matrix would run as an nn.Linear
             _accumulate(self.alternatives, (label, "Linear", "merged"), charges)
 
@@ -253,6 +252,8 @@ class OpCounter:
             self._mode.__exit__(*exc)
         finally:
             self._remove_hooks()
+            self._memo.clear()
+            self._linear_inputs.clear()
 
     def _remove_hooks(self) -> None:
         for handle in self._handles:
@@ -316,7 +317,7 @@ class OpCounter:
         with torch.no_grad(), self._no_autocast(out):
             if packet in _CONVOLUTIONS:
                 charges = conv_charges(func, bound, out.shape, self._batch, self.time_steps,
-                                       self._is_weight(bound["weight"]))
+                                       self._is_weight(bound["weight"]), self._memo)
             else:
                 left, right = _MATMUL_OPERANDS[packet]
                 a, b = bound[left], bound[right]
@@ -328,7 +329,8 @@ class OpCounter:
                 if a_weight and not b_weight:  # W @ x: count (x^T W^T), the activation first
                     a, b = b.transpose(-2, -1) if b.dim() > 1 else b, a.transpose(-2, -1)
                     a_weight, b_weight = b_weight, a_weight
-                charges = matmul_charges(a, b, self._batch, self.time_steps, b_weight)
+                alias = self._linear_inputs.get(id(module)) if not a_weight else None
+                charges = matmul_charges(a, b, self._batch, self.time_steps, b_weight, self._memo, alias)
         _accumulate(self.rows, (label, module_type(module), packet.__name__), charges)
 
     # -- results ----------------------------------------------------------------------------
@@ -381,8 +383,7 @@ class OpCounter:
             precision=precision, ops=_op_counts(self.rows, n),
             batchnorm=[BatchNormCount(module=m, elements=e / n, affine=a)
                        for m, (e, a) in self.batchnorm.items()],
-            neurons=[NeuronCount(module=m, updates=u / n, spikes=s / n)
-                     for m, (u, s) in self.neuron_stats.items()],
+            neurons=[NeuronCount(module=m, updates=u / n) for m, u in self.neuron_stats.items()],
             merge_options=_merge_options(self.alternatives, n),
         )
 

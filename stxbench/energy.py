@@ -247,8 +247,8 @@ def estimate(counts: Counts, convention_name: str = DEFAULT_CONVENTION,
     for neuron in counts.neurons or []:
         nbytes = model.neuron_bytes(neuron)
         if nbytes:
-            result.layers.append(LayerEnergy(neuron.module, "neuron", "-", 0, n, 0.0, neuron.spikes,
-                                             neuron.updates, 0.0, nbytes, model.e_byte_pj * nbytes / PJ_PER_MJ))
+            result.layers.append(LayerEnergy(neuron.module, "neuron", "-", 0, n, 0.0, 0.0, 0.0, 0.0, nbytes,
+                                             model.e_byte_pj * nbytes / PJ_PER_MJ))
     return result
 
 

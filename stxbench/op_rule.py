@@ -35,6 +35,7 @@ counts. Sums of integers run in float32 where that is exact (below 2**24), else 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,11 +74,46 @@ def classify(x: torch.Tensor) -> _Operand:
     lo, hi = (float(v) for v in torch.aminmax(x))
     if not (lo >= -1 and hi <= SMALL_INT_MAX):  # also false for NaN
         return _Operand("real", hi)
-    if x.is_floating_point() and bool(torch.frac(x).ne(0).any()):
+    if x.is_floating_point() and _has_fraction(x, lo):
         return _Operand("real", hi)
     if lo < 0:
         return _Operand("signed" if hi <= 1 else "real", hi)
     return _Operand("binary" if hi <= 1 else "int", hi)
+
+
+def _has_fraction(x: torch.Tensor, lo: float) -> bool:
+    # non-negative values have fractional parts in [0, 1): their sum is 0 only if each is
+    # (a sum of non-negative floats cannot cancel), and a sum is faster than any()
+    fractions = torch.frac(x)
+    return bool(fractions.sum() != 0) if lo >= 0 else bool(fractions.any())
+
+
+class Memo:
+    """Kinds already decided in this forward pass, per operand (the same residual stream feeds
+    q, k and v): keyed by the tensor a view was taken of, its view and its version, and valid
+    while that tensor lives."""
+
+    def __init__(self):
+        self._entries: dict[tuple, tuple] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    @staticmethod
+    def _key(x: torch.Tensor, tag: object) -> tuple[tuple, torch.Tensor]:
+        base = x._base if x._base is not None else x
+        return (id(base), x.storage_offset(), tuple(x.shape), tuple(x.stride()), x._version, x.dtype, tag), base
+
+    def get(self, x: torch.Tensor, tag: object, compute):
+        if x.is_inference():  # no version counter to tell an in-place change
+            return compute()
+        key, base = self._key(x, tag)
+        hit = self._entries.get(key)
+        if hit is not None and hit[0]() is base:
+            return hit[1]
+        value = compute()
+        self._entries[key] = (weakref.ref(base), value)
+        return value
 
 
 @dataclass(frozen=True)
@@ -107,30 +143,45 @@ def layout(leading: int, batch: int, time_steps: int) -> Layout | None:
 
 
 def sample_kinds(x: torch.Tensor, lay: Layout) -> torch.Tensor:
-    """Kind code (`KINDS` index) of each sample's part of ``x`` (leading dim per `Layout`)."""
+    """Kind code (`KINDS` index) of each sample's part of ``x`` (leading dim per `Layout`).
+    Whole-tensor bounds first: a tensor of spikes costs one min/max and one fraction test."""
     full = lambda code: torch.full((lay.batch,), code, dtype=torch.int64)  # noqa: E731
     if x.dtype == torch.bool:
         return full(BINARY)
     if x.numel() == 0 or x.is_complex():
         return full(REAL)
-    whole = classify(x)
-    if whole.kind == "binary":  # every part of a binary tensor is binary
-        return full(BINARY)
     v = x.reshape(lay.steps, lay.batch, lay.inner, -1)
     dims = (0, 2, 3)
-    if whole.kind == "int":  # non-negative integers: binary where the sample's max is <= 1
-        return torch.where(v.amax(dims).cpu() <= 1, BINARY, INT)
-    if whole.kind == "signed":
-        return torch.where(v.amin(dims).cpu() < 0, SIGNED, BINARY)
-    lo, hi = v.amin(dims).cpu().double(), v.amax(dims).cpu().double()
-    integral = torch.ones(lay.batch, dtype=torch.bool)
-    if x.is_floating_point():
-        integral = ~torch.frac(v).ne(0).any(3).any(2).any(0).cpu()
+    lo, hi = (float(t) for t in torch.aminmax(x))
+    small = lo >= -1 and hi <= SMALL_INT_MAX  # also false for NaN
+    if small:
+        # a sample is integral where its fractional parts sum to 0 (|.| for negatives)
+        if x.is_floating_point():
+            fractions = torch.frac(v)
+            integral = (fractions if lo >= 0 else fractions.abs()).sum(dims).cpu() == 0
+        else:
+            integral = torch.ones(lay.batch, dtype=torch.bool)
+        if bool(integral.all()):
+            if lo >= 0 and hi <= 1:
+                return full(BINARY)
+            if lo >= 0:  # non-negative integers: binary where the sample's max is <= 1
+                return torch.where(v.amax(dims).cpu() <= 1, BINARY, INT)
+            if hi <= 1:
+                return torch.where(v.amin(dims).cpu() < 0, SIGNED, BINARY)
+    lo_s, hi_s = v.amin(dims).cpu().double(), v.amax(dims).cpu().double()
+    candidate = (lo_s >= -1) & (hi_s <= SMALL_INT_MAX)
     codes = torch.full((lay.batch,), REAL, dtype=torch.int64)
-    small = integral & (lo >= 0) & (hi <= SMALL_INT_MAX)
-    codes[small & (hi > 1)] = INT
-    codes[small & (hi <= 1)] = BINARY
-    codes[integral & (lo < 0) & (lo >= -1) & (hi <= 1)] = SIGNED
+    if not bool(candidate.any()):
+        return codes
+    if not small:  # the whole tensor was out of range: the fraction test is still to do
+        if x.is_floating_point():
+            integral = torch.frac(v).abs().sum(dims).cpu() == 0
+        else:
+            integral = torch.ones(lay.batch, dtype=torch.bool)
+    ok = candidate & integral
+    codes[ok & (lo_s >= 0) & (hi_s > 1)] = INT
+    codes[ok & (lo_s >= 0) & (hi_s <= 1)] = BINARY
+    codes[ok & (lo_s < 0) & (hi_s <= 1)] = SIGNED
     return codes
 
 
@@ -140,9 +191,11 @@ def _count_dtype(largest: float) -> torch.dtype:
 
 
 def _mask(x: torch.Tensor, codes: set[int], dtype: torch.dtype) -> torch.Tensor:
-    """1 where ``x`` is nonzero; a binary tensor is its own mask (no copy)."""
-    t = x if codes <= {BINARY} and x.dtype != torch.bool else x != 0
-    return t if t.dtype == dtype else t.to(dtype)
+    """1 where ``x`` is nonzero, in ``dtype``; a binary tensor is its own mask (no copy)."""
+    if codes <= {BINARY} and x.dtype != torch.bool:
+        return x if x.dtype == dtype else x.to(dtype)
+    out = torch.empty(x.shape, dtype=dtype, device=x.device)
+    return torch.ne(x, 0, out=out)  # straight into dtype: far faster than a bool copy converted
 
 
 def _as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -225,15 +278,30 @@ def _resolve(ka: int, kb: int, s: dict[str, float]) -> GroupCharge:
     return GroupCharge(KINDS[ka], KINDS[kb], {k: round(v) for k, v in values.items()})
 
 
-def _kinds(x: torch.Tensor, lay: Layout | None) -> torch.Tensor:
-    if lay is None:
-        return torch.tensor([KINDS.index(classify(x).kind)])
-    return sample_kinds(x, lay)
+def _kinds(x: torch.Tensor, lay: Layout | None, memo: Memo | None = None,
+           alias: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample kind codes of ``x``; ``alias``: a tensor holding the same values in the same
+    order (an nn.Linear's input, which its matmul operand is a flattened copy of), under which
+    the result is remembered, so that q, k and v decide their shared input once."""
+    def compute() -> torch.Tensor:
+        if lay is None:
+            return torch.tensor([KINDS.index(classify(x).kind)])
+        return sample_kinds(x, lay)
+
+    return compute() if memo is None else memo.get(x if alias is None else alias, lay, compute)
 
 
-def _weights(items: _Items, weight: torch.Tensor, per_item: float) -> None:
+def _kind_of(x: torch.Tensor, memo: Memo | None = None) -> int:
+    """Kind code of a whole tensor (a weight)."""
+    def compute() -> int:
+        return KINDS.index(classify(x).kind)
+
+    return compute() if memo is None else memo.get(x, "whole", compute)
+
+
+def _weights(items: _Items, weight: torch.Tensor, per_item: float, nonzero: int | None = None) -> None:
     """Weight entries read: ``per_item`` whole weights per item."""
-    nonzero = int(torch.count_nonzero(weight))
+    nonzero = int(torch.count_nonzero(weight)) if nonzero is None else nonzero
     items.add("weight_reads", weight.numel() * per_item)
     items.add("weight_nonzero_reads", nonzero * per_item)
 
@@ -244,7 +312,8 @@ def _reads_per_item(lay: Layout | None, count: int) -> float:
 
 
 def matmul_charges(a: torch.Tensor, b: torch.Tensor, batch: int, time_steps: int,
-                   b_is_weight: bool) -> list[GroupCharge]:
+                   b_is_weight: bool, memo: Memo | None = None,
+                   alias: torch.Tensor | None = None) -> list[GroupCharge]:
     """``a [..., m, k] @ b [..., k, n]`` (matmul broadcasting); ``a`` is the activation whose
     leading entries belong to samples (see `Layout`)."""
     if a.dim() == 1:
@@ -253,15 +322,15 @@ def matmul_charges(a: torch.Tensor, b: torch.Tensor, batch: int, time_steps: int
         b = b.unsqueeze(-1)
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     if a.dim() == 2 and b.dim() == 2:
-        return _rows_charges(a, b, batch, time_steps, b_is_weight)
+        return _rows_charges(a, b, batch, time_steps, b_is_weight, memo, alias)
     shape = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     count = math.prod(shape)
     a3 = a.expand(*shape, m, k).reshape(count, m, k)
     b_items = b.dim() > 2 and math.prod(b.shape[:-2]) == count and not b_is_weight
     b3 = b.expand(*shape, k, n).reshape(count, k, n) if b_items else b.reshape(-1, k, n)[:1]
     lay = layout(count, batch, time_steps)
-    ka = _kinds(a3, lay)
-    kb = _kinds(b3, lay) if b_items else torch.full_like(ka, KINDS.index(classify(b3).kind))
+    ka = _kinds(a3, lay, memo)
+    kb = _kinds(b3, lay, memo) if b_items else torch.full_like(ka, _kind_of(b3, memo))
     codes_a, codes_b = set(ka.tolist()), set(kb.tolist())
     items = _Items(lay, count)
     largest = SMALL_INT_MAX if INT in codes_a | codes_b else 1
@@ -293,13 +362,16 @@ def matmul_charges(a: torch.Tensor, b: torch.Tensor, batch: int, time_steps: int
 
 
 def _rows_charges(a: torch.Tensor, b: torch.Tensor, batch: int, time_steps: int,
-                  b_is_weight: bool) -> list[GroupCharge]:
+                  b_is_weight: bool, memo: Memo | None = None,
+                  alias: torch.Tensor | None = None) -> list[GroupCharge]:
     """2-D ``a [R, k] @ b [k, n]``: each row of ``a`` is one item (a token at a time step)."""
     rows, k = a.shape
     n = b.shape[1]
     lay = layout(rows, batch, time_steps)
-    ka = _kinds(a, lay)
-    code_b = KINDS.index(classify(b).kind)
+    same = alias is not None and alias.dtype == a.dtype and alias.numel() == a.numel() \
+        and alias.dim() > 0 and alias.shape[-1] == a.shape[-1]
+    ka = _kinds(a, lay, memo, alias if same else None)
+    code_b = _kind_of(b, memo)
     kb = torch.full_like(ka, code_b)
     codes_a = set(ka.tolist())
     items = _Items(lay, rows)
@@ -311,7 +383,7 @@ def _rows_charges(a: torch.Tensor, b: torch.Tensor, batch: int, time_steps: int,
         items.add("value_a", _as(a, dt) @ row_nz_b)
     if code_b == INT:
         items.add("value_b", mask_a @ _as(b, dt).sum(1))
-    nnz_a = mask_a.sum(1, dtype=torch.float64)
+    nnz_a = mask_a.sum(1)  # exact in dt: at most k
     items.add("nnz_a", nnz_a)
     items.add("numel_a", float(k))
     items.add("nnz_b", float(row_nz_b.sum(dtype=torch.float64)))
@@ -323,7 +395,7 @@ def _rows_charges(a: torch.Tensor, b: torch.Tensor, batch: int, time_steps: int,
     items.add("dense", float(k * n))
     items.add("dense_padded", float(k * n))
     if b_is_weight:
-        _weights(items, b, _reads_per_item(lay, rows))
+        _weights(items, b, _reads_per_item(lay, rows), round(items.stats["nnz_b"]))
     return items.groups(ka, kb)
 
 
@@ -371,15 +443,15 @@ class _ConvCall:
 
 
 def conv_charges(func, bound: dict[str, Any], out_shape: torch.Size, batch: int, time_steps: int,
-                 w_is_weight: bool) -> list[GroupCharge]:
+                 w_is_weight: bool, memo: Memo | None = None) -> list[GroupCharge]:
     """A convolution: its input's leading entries (``[T*B, C, ...]``) are the items."""
     call = _ConvCall(func, bound)
     x, w = call.x, call.w
     x_items = x if call.batched else x.unsqueeze(0)
     count = x_items.shape[0]
     lay = layout(count, batch, time_steps) if call.batched else None
-    ka = _kinds(x_items, lay)
-    code_b = KINDS.index(classify(w).kind)
+    ka = _kinds(x_items, lay, memo)
+    code_b = _kind_of(w, memo)
     kb = torch.full_like(ka, code_b)
     codes_a = set(ka.tolist())
     items = _Items(lay, count)
@@ -398,7 +470,8 @@ def conv_charges(func, bound: dict[str, Any], out_shape: torch.Size, batch: int,
     if code_b == INT:
         items.add("value_b", call.per_item(mask_x, call.group_counts(_as(w, torch.float64)).to(dtype)))
     nnz_w = float(torch.count_nonzero(w))
-    items.add("nnz_a", mask_x.reshape(count, -1).sum(1, dtype=torch.float64))
+    per = x_items[0].numel() if count else 0
+    items.add("nnz_a", mask_x.reshape(count, -1).sum(1, dtype=_count_dtype(per)))
     items.add("numel_a", float(x_items[0].numel()))
     items.add("nnz_b", nnz_w)
     items.add("numel_b", float(w.numel()))
@@ -412,5 +485,5 @@ def conv_charges(func, bound: dict[str, Any], out_shape: torch.Size, batch: int,
     items.add("dense", float(call.dense()))
     items.add("dense_padded", float(w.numel() * call.positions(out_shape)))
     if w_is_weight:
-        _weights(items, w, _reads_per_item(lay, count))
+        _weights(items, w, _reads_per_item(lay, count), int(nnz_w))
     return items.groups(ka, kb)

@@ -129,9 +129,10 @@ class BatchNormCount(_Strict):
 
 
 class NeuronCount(_Strict):
+    """One neuron layer (its firing rate is in ``metrics.firing_rates``)."""
+
     module: str
     updates: float = Field(ge=0)  # membrane updates per sample: neurons x time steps
-    spikes: float = Field(ge=0)  # spikes per sample
 
 
 class MergedOption(_Strict):

@@ -54,7 +54,7 @@ def _raw(model, x) -> dict[tuple, dict[str, int]]:
         values = op.model_dump(exclude={"module", "module_type", "op", "a_kind", "b_kind"})
         out[(op.module, op.op, op.a_kind, op.b_kind)] = {k: round(v * n) for k, v in values.items()}
     for neuron in counts.neurons:
-        out[(neuron.module, "neuron")] = {"updates": round(neuron.updates * n), "spikes": round(neuron.spikes * n)}
+        out[(neuron.module, "neuron")] = {"updates": round(neuron.updates * n)}
     return out
 
 
