@@ -154,7 +154,7 @@ def breakdown_png(data: str) -> bytes:
     bars = spec["bars"]
     shown = _legend_groups(bars)
     names = shown + (["other"] if len({k for b in bars for k in b["groups"]}) > len(shown) else [])
-    fig = Figure(figsize=(8.5, 1.2 + 0.42 * len(bars)), dpi=100)
+    fig = Figure(figsize=(10, 1.4 + 0.42 * max(len(bars), 4)), dpi=100)
     ax = fig.subplots()
     cmap = colormaps["tab20"]
     labels = [bar["label"] for bar in bars]
@@ -172,7 +172,7 @@ def breakdown_png(data: str) -> bytes:
     ax.invert_yaxis()
     ax.set_xlabel(f"energy per sample (mJ), {spec['cost_model']}")
     ax.set_title(f"{spec['protocol']}: energy by layer (mean over seeds)")
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.tick_params(axis="y", labelsize=7)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
