@@ -326,11 +326,12 @@ def matmul_charges(a: torch.Tensor, b: torch.Tensor, batch: int, time_steps: int
     shape = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     count = math.prod(shape)
     a3 = a.expand(*shape, m, k).reshape(count, m, k)
-    b_items = b.dim() > 2 and math.prod(b.shape[:-2]) == count and not b_is_weight
-    b3 = b.expand(*shape, k, n).reshape(count, k, n) if b_items else b.reshape(-1, k, n)[:1]
+    b_items = b.dim() > 2  # one matrix per item (broadcast dims expanded), else one for all
+    b3 = b.expand(*shape, k, n).reshape(count, k, n) if b_items else b.reshape(1, k, n)
     lay = layout(count, batch, time_steps)
     ka = _kinds(a3, lay, memo)
-    kb = _kinds(b3, lay, memo) if b_items else torch.full_like(ka, _kind_of(b3, memo))
+    kb = (_kinds(b3, lay, memo) if b_items and not b_is_weight
+          else torch.full_like(ka, _kind_of(b3, memo)))
     codes_a, codes_b = set(ka.tolist()), set(kb.tolist())
     items = _Items(lay, count)
     largest = SMALL_INT_MAX if INT in codes_a | codes_b else 1

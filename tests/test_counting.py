@@ -264,3 +264,17 @@ def test_operand_classification(values, kind):
     from stxbench.op_rule import classify
 
     assert classify(torch.tensor(values)).kind == kind
+
+
+def test_broadcast_matmul_counts_every_matrix_it_meets():
+    # a [2, 3, 4, 5] @ b [3, 5, 6]: b's 3 matrices are broadcast over a's first dim; pairs are
+    # sum over (i, j, k) of a[i, j]'s nonzeros in column k times b[j]'s nonzeros in row k
+    gen = torch.Generator().manual_seed(3)
+    a = (torch.rand(2, 3, 4, 5, generator=gen) < 0.5).float()
+    b = (torch.rand(3, 5, 6, generator=gen) < 0.5).float()
+    expected = int(torch.einsum("ijmk,jkn->", a, b))
+    with torch.no_grad(), OpCounter(MatMul()) as counter:
+        counter.model(a, b)
+        counter.samples += 1
+    counts = counter.counts()
+    assert counts.ac == expected and sum(op.dense for op in counts.ops) == 2 * 3 * 4 * 5 * 6

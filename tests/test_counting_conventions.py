@@ -17,7 +17,7 @@ from stxbench.conventions import convention_counts
 from stxbench.counting import count_batches
 from stxbench.energy import estimate
 from stxbench.host import PluginHost
-from stxbench_pruner_dsp import DSP, DSPParams, LowRankLinear
+from stxbench_pruner_dsp import DSP, DSPParams
 
 # 3 outputs x 4 inputs; nonzero weights per input column k: 2, 0, 2, 2 (column 1 fully pruned)
 WEIGHT = torch.tensor([[1.5, 0.0, -2.5, 0.0], [0.0, 0.0, 0.5, 4.25], [-0.75, 0.0, 0.0, 6.5]])
