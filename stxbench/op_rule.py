@@ -34,6 +34,7 @@ counts. Sums of integers run in float32 where that is exact (below 2**24), else 
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from dataclasses import dataclass
@@ -437,10 +438,52 @@ class _ConvCall:
         counts = self.group_counts(torch.ones(self.w.shape, dtype=torch.float64, device=one.device))
         return int(self.per_item(ones, counts).sum())
 
+    def reach(self, out_shape: torch.Size) -> torch.Tensor | None:
+        """Per input position, the (output, tap) pairs of one channel that read it (a product
+        over the axes), or None where the geometry is not plain integers per axis."""
+        lead = 2 if self.batched else 1
+        spatial, out, kernel = self.x.shape[lead:], out_shape[lead:], self.w.shape[2:]
+        d = len(spatial)
+        geometry = []
+        for name in ("stride", "padding", "dilation"):
+            value = self.bound.get(name, 1 if name != "padding" else 0)
+            if isinstance(value, str):
+                return None
+            value = list(value) if isinstance(value, (list, tuple, torch.Size)) else [value]
+            geometry.append(value * d if len(value) == 1 else value)
+        reach = torch.ones((), dtype=torch.float64)
+        for axis in range(d):
+            stride, pad, dil = (g[axis] for g in geometry)
+            per_axis = torch.tensor(_axis_reach(spatial[axis], out[axis], kernel[axis], stride, pad, dil),
+                                    dtype=torch.float64)
+            reach = reach.unsqueeze(-1) * per_axis
+        return reach.to(self.x.device)
+
+    def per_item_dense_weights(self, x_term: torch.Tensor, reach: torch.Tensor) -> torch.Tensor:
+        """`per_item` for a weight without zeros: every (input channel, tap) meets ``C_out/g``
+        nonzero weights, so the products are the channel sum of ``x_term`` weighted by `reach`
+        (one pass over the input instead of a convolution over all its channels)."""
+        x_items = x_term if self.batched else x_term.unsqueeze(0)
+        channel_sum = x_items.sum(1)  # [items, *spatial], exact: at most C_in x 255
+        weighted = channel_sum.to(torch.float64) * reach
+        return weighted.sum(dim=tuple(range(1, weighted.dim()))) * (self.w.shape[0] // self.groups)
+
     def positions(self, out_shape: torch.Size) -> int:
         """Output positions per item (input positions for a transposed convolution)."""
         lead = 2 if self.batched else 1
         return math.prod(self.x.shape[lead:] if self.transposed else out_shape[lead:])
+
+
+@functools.lru_cache(maxsize=1024)
+def _axis_reach(size_in: int, size_out: int, kernel: int, stride: int, pad: int, dil: int) -> list[int]:
+    """How many (output, tap) pairs read each input position along one axis."""
+    reach = [0] * size_in
+    for o in range(size_out):
+        for t in range(kernel):
+            p = o * stride - pad + t * dil
+            if 0 <= p < size_in:
+                reach[p] += 1
+    return reach
 
 
 def conv_charges(func, bound: dict[str, Any], out_shape: torch.Size, batch: int, time_steps: int,
@@ -464,13 +507,18 @@ def conv_charges(func, bound: dict[str, Any], out_shape: torch.Size, batch: int,
         dtype = torch.float64
     w_counts = w_mask_counts.to(dtype)
     mask_x = _mask(x, codes_a, dtype)
-    pairs = call.per_item(mask_x, w_counts)
+    nnz_w = float(torch.count_nonzero(w))
+    # a weight without zeros (convolutions are not pruned here): no counting convolution needed
+    reach = (call.reach(out_shape) if nnz_w == w.numel() and not call.transposed and code_b != INT
+             else None)
+    products = ((lambda t: call.per_item_dense_weights(t, reach)) if reach is not None
+                else (lambda t: call.per_item(t, w_counts)))
+    pairs = products(mask_x)
     items.add("pairs", pairs)
     if INT in codes_a:
-        items.add("value_a", call.per_item(_as(x, dtype), w_counts))
+        items.add("value_a", products(_as(x, dtype)))
     if code_b == INT:
         items.add("value_b", call.per_item(mask_x, call.group_counts(_as(w, torch.float64)).to(dtype)))
-    nnz_w = float(torch.count_nonzero(w))
     per = x_items[0].numel() if count else 0
     items.add("nnz_a", mask_x.reshape(count, -1).sum(1, dtype=_count_dtype(per)))
     items.add("numel_a", float(x_items[0].numel()))
