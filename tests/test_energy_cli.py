@@ -222,3 +222,18 @@ def test_protocol_with_unknown_convention_is_refused_before_work(tmp_path, cache
     result = run_cli("run", "--protocol", str(protocol), "--cache-dir", str(cache_dir), "--out", str(out), "-q")
     _one_error_line(result, "unknown counting convention 'syops'")
     assert not out.exists() and not cache_dir.exists()
+
+
+def test_protocol_names_the_convention_of_the_records_energy(runs, tmp_path):
+    protocol = tmp_path / "tiny.toml"
+    protocol.write_text((runs / "tiny.toml").read_text().replace(
+        'cpu_cheap = true', 'cpu_cheap = true\nenergy_convention = "spikingjelly"'))
+    out = tmp_path / "out"
+    result = run_cli("run", "--protocol", str(protocol), "--cache-dir", str(runs / "cache"),
+                     "--out", str(out), "--threads", "1", "-q")
+    assert result.code == 0, result.stderr
+    record = load_record(out / "result.json")
+    assert record.energy.convention == "spikingjelly"
+    assert record.energy.mj_per_sample == estimate(record.counts, "spikingjelly", record.energy.model_id).mj_per_sample
+    # the table defaults to the record's own convention
+    assert "convention spikingjelly" in run_cli("energy", str(out / "result.json")).stdout
