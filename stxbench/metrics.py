@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize, prune
 
 from stxbench.errors import RunFailed
-from stxbench.models.base import SpikingModel
+from stxbench.models.base import NeuronSlot, SpikingModel
 from stxbench.record import MatrixStat
 
 
@@ -29,7 +29,11 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def _weights(module: nn.Module) -> list[torch.Tensor]:
-    return [p for name, p in module.named_parameters() if not name.rsplit(".", 1)[-1].startswith("bias")]
+    """A matrix's weights: its parameters but biases and those of a neuron layer inside it (DSP's
+    spiking bottleneck), which count as neuron parameters."""
+    neuron = {id(p) for m in module.modules() if isinstance(m, NeuronSlot) for p in m.parameters()}
+    return [p for name, p in module.named_parameters()
+            if not name.rsplit(".", 1)[-1].startswith("bias") and id(p) not in neuron]
 
 
 def dense_shapes(model: SpikingModel) -> dict[str, tuple[int, int]]:

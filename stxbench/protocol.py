@@ -144,6 +144,9 @@ class Protocol(_Section):
     #: default parameters per pruner name, e.g. [pruners.l1p] sparsity = 0.5
     pruners: dict[str, dict[str, Any]] = Field(default_factory=dict)
     energy_model: str = "horowitz45-fp32-v1"
+    #: the counting convention of the record's ``energy`` (`stxbench.conventions`); records
+    #: hold every convention in ``energies`` anyway
+    energy_convention: str = "stxbench"
     #: default of ``--compile/--no-compile`` (compiled neuron layers, `stxbench.compile`). An
     #: execution setting like ``--threads``, not part of the hash: compiled runs compute what
     #: eager runs compute (bit for bit for LIF and PLIF on the CPU).
@@ -153,6 +156,9 @@ class Protocol(_Section):
         """``model_dump`` without the fields added after protocols were first hashed, where they
         hold their defaults: a protocol that does not use them keeps its hash and cache keys."""
         data = self.model_dump(mode="json", **kwargs)
+        for key, default in LATER_TOP_DEFAULTS.items():
+            if data.get(key, default) == default:
+                data.pop(key, None)
         for section, defaults in LATER_DEFAULTS.items():
             for key, default in defaults.items():
                 if section in data and data[section].get(key, default) == default:
@@ -174,6 +180,8 @@ class Protocol(_Section):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+#: top-level fields added after the first protocols were published, with their defaults
+LATER_TOP_DEFAULTS: dict[str, Any] = {"energy_convention": "stxbench"}
 _LATER_STAGE_DEFAULTS = {
     "min_lr": 0.0, "mixup": 0.0, "mixup_epochs": None, "rand_augment": None,
     "rand_augment_ops": None, "rand_augment_interpolation": "bicubic", "random_erasing": 0.0,

@@ -27,9 +27,12 @@ class Pruner(ABC):
     (masks folded into weights) before anything is measured.
 
     A pruner may replace an ST matrix with any module of the same ``in_features`` and
-    ``out_features`` (exposing ``rank`` when it is a factorisation), or narrow an MLP hidden
-    layer (``model.hidden_layers()``): then it narrows the neuron layer too, with
-    ``NeuronSlot.keep_channels(index)``, which rebuilds it with the factory that built it.
+    ``out_features`` (exposing ``rank`` when it is a factorisation, and ``merged_weight()``,
+    the one ``out x in`` matrix it computes or None, when energy estimates may price it as that
+    matrix), or narrow an MLP hidden layer (``model.hidden_layers()``): then it narrows the
+    neuron layer too, with ``NeuronSlot.keep_channels(index)``, which rebuilds it with the
+    factory that built it. A neuron layer it adds is a ``NeuronSlot`` built with the factory
+    of the model's other slots, so that the neuron swap, firing rates and op counts see it.
     """
 
     name: ClassVar[str]

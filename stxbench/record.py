@@ -94,6 +94,66 @@ class LayerCount(_Strict):
     effective_ops: float  # per sample, what the rule charges
 
 
+#: what an operand held, decided per sample (`stxbench.op_rule.classify`): {0, 1}; {-1, 0, 1}
+#: with a -1; non-negative integers up to 255 with one above 1; anything else
+OperandKind = Literal["binary", "signed", "int", "real"]
+
+
+class OpCount(_Strict):
+    """One synaptic op of one module over the samples whose operands were of kinds
+    (``a_kind``, ``b_kind``): what every counting convention (`stxbench.conventions`) needs,
+    per sample counted (a sum over these samples divided by ``Counts.samples``).
+
+    ``a`` is the activation operand (the input of a Linear or convolution, the left factor of
+    ``q @ k^T``), ``b`` the other one (a weight: its kind is decided over the whole weight)."""
+
+    module: str
+    #: the module's class: the torch.nn layer class it is (``Linear``, ``Conv2d``) or its own
+    #: name (``MatMul``); NeuroBench counts Linear and Conv layers only
+    module_type: str
+    op: str  # aten op: addmm, bmm, convolution, ...
+    a_kind: OperandKind
+    b_kind: OperandKind
+    nonzero_pairs: float = Field(ge=0)  # products whose two factors are both nonzero
+    #: sum over the products of the integer operand's value where the other factor is nonzero
+    #: (0 unless an operand is ``int``)
+    value_pairs: float = Field(ge=0)
+    #: products the nonzero entries of the binary operand take part in, zero partners included
+    #: (0 unless exactly one operand is ``binary``)
+    driven_pairs: float = Field(ge=0)
+    dense: float = Field(ge=0)  # products as if every operand entry were nonzero (no padding)
+    dense_padded: float = Field(ge=0)  # convolutions: taps on zero padding included
+    #: entries of the operand whose firing rate is reported (the binary or integer one; ``a``
+    #: when neither) and how many of them are nonzero
+    rated_numel: float = Field(ge=0)
+    rated_nonzero: float = Field(ge=0)
+    #: weight entries read, once per time step the op runs (0 for an op between activations),
+    #: and how many of them are nonzero
+    weight_reads: float = Field(ge=0)
+    weight_nonzero_reads: float = Field(ge=0)
+
+
+class BatchNormCount(_Strict):
+    module: str
+    elements: float = Field(ge=0)  # per sample: one normalised element each
+    affine: bool  # x_hat * gamma + beta: one multiply-add per element
+
+
+class NeuronCount(_Strict):
+    """One neuron layer (its firing rate is in ``metrics.firing_rates``)."""
+
+    module: str
+    updates: float = Field(ge=0)  # membrane updates per sample: neurons x time steps
+
+
+class MergedOption(_Strict):
+    """A factorised matrix (DSP svd, no bottleneck) priced as the one matrix its factors
+    multiply to: what that matrix would cost on the same inputs (`stxbench.energy`)."""
+
+    module: str  # the factorised module; its factors are the ops under ``module + "."``
+    ops: list[OpCount]
+
+
 class Counts(_Strict):
     samples: int = Field(gt=0)
     mac: float = Field(ge=0)  # per sample
@@ -103,6 +163,14 @@ class Counts(_Strict):
     layers: list[LayerCount]
     rule: str = COUNT_RULE
     subset: str = "test"  # the samples counted, e.g. "test[:360]": the first 360 test samples
+    # -- optional until schema v2 (None in records written before them) --
+    #: the counting pass's numerics: ``bf16`` when it ran under autocast as the evaluation did
+    precision: Literal["fp32", "bf16"] | None = None
+    #: raw per-op counts every convention is computed from (`stxbench.conventions`)
+    ops: list[OpCount] | None = None
+    batchnorm: list[BatchNormCount] | None = None
+    neurons: list[NeuronCount] | None = None
+    merge_options: list[MergedOption] | None = None
 
 
 class Energy(_Strict):
@@ -110,6 +178,26 @@ class Energy(_Strict):
     e_mac_pj: float = Field(gt=0)
     e_ac_pj: float = Field(gt=0)
     mj_per_sample: float = Field(ge=0)
+    #: the counting convention (None in older records: ``stxbench``)
+    convention: str | None = None
+
+
+class EnergyEstimate(_Strict):
+    """Energy per sample under one counting convention and one cost model (`stxbench.energy`)."""
+
+    convention: str
+    cost_model: str
+    #: ``as-run``: every op as the model ran it; ``merge-if-cheaper``: a factorised matrix is
+    #: priced as the one matrix of its product where that costs less (``merged`` names them)
+    pricing: Literal["as-run", "merge-if-cheaper"]
+    merged: list[str]
+    mac: float = Field(ge=0)  # per sample, under the convention
+    ac: float = Field(ge=0)
+    ac_int: float = Field(ge=0)
+    memory_bytes: float = Field(ge=0)  # bytes moved per sample (0 for a compute-only model)
+    compute_mj: float = Field(ge=0)
+    memory_mj: float = Field(ge=0)
+    mj_per_sample: float = Field(ge=0)  # compute + memory
 
 
 class Timing(_Strict):
@@ -170,9 +258,12 @@ class Record(_Strict):
     config: ConfigInfo
     metrics: Metrics
     counts: Counts | None  # None only with --no-counts
+    #: under the protocol's ``energy_convention`` and ``energy_model``, every op as run
     energy: Energy | None
     timing: Timing
     provenance: Provenance
+    #: energy under every convention and cost model (None with --no-counts and in older records)
+    energies: list[EnergyEstimate] | None = None
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from stxbench.api import Surrogate
+from stxbench.conventions import convention
 from stxbench.energy import cost_model
 from stxbench.errors import UsageError
 from stxbench.execution import resolve_precision
@@ -76,7 +77,9 @@ def resolve_pruner_params(host: PluginHost, protocol: Protocol, pruner: str, giv
         return params_model(**merged).model_dump(mode="json")
     except ValidationError as exc:
         first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "?"
+        key = ".".join(str(p) for p in first["loc"])
+        if not key:  # a rule over several parameters
+            raise UsageError(f"pruner '{pruner}': {first['msg'].removeprefix('Value error, ')}") from None
         value = merged.get(key, "?")
         raise UsageError(f"pruner '{pruner}': {key}={value!r}: {first['msg']}") from None
 
@@ -122,6 +125,7 @@ def resolve(
     host.implementation(spec, back, surrogate)
     params = resolve_pruner_params(host, proto, pruner, given_params)
     cost_model(proto.energy_model)  # an unknown energy model is a usage error, before any work
+    convention(proto.energy_convention)  # so is an unknown counting convention
     options.check()
     seed = proto.seeds[0] if seed is None else seed
     if seed < 0:

@@ -28,7 +28,7 @@ from stxbench.checkpoints import (
 from stxbench.compile import NeuronCompiler, compile_neurons, first_batch
 from stxbench.counting import count_test_head
 from stxbench.data import load_splits
-from stxbench.energy import cost_model, energy_of
+from stxbench.energy import all_estimates, cost_model, energy_of
 from stxbench.errors import RunFailed, RunInterrupted, UsageError
 from stxbench.execution import (
     Execution,
@@ -337,7 +337,7 @@ def count_ops(run: Run, model: SpikingModel) -> Counts | None:
     if not run.config.counts:
         return None
     ev = run.config.protocol.eval
-    return count_test_head(model, run.splits, ev.batch_size, ev.count_samples, run.device)
+    return count_test_head(model, run.splits, ev.batch_size, ev.count_samples, run.device, run.execution)
 
 
 def make_record(run: Run, model: SpikingModel, outcome: Outcome, compiler: NeuronCompiler | None) -> Record:
@@ -364,7 +364,8 @@ def make_record(run: Run, model: SpikingModel, outcome: Outcome, compiler: Neuro
             firing_rates=outcome.rates.per_layer(), matrices=stats,
         ),
         counts=counts,
-        energy=energy_of(counts, cost_model(proto.energy_model)) if counts else None,
+        energy=energy_of(counts, cost_model(proto.energy_model), proto.energy_convention) if counts else None,
+        energies=all_estimates(counts) if counts else None,
         timing=Timing(
             dense_s=outcome.dense_s, finetune_s=outcome.finetune_s, eval_s=final.seconds,
             samples_per_s=final.samples / final.seconds if final.seconds > 0 else float(final.samples),

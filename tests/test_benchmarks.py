@@ -31,3 +31,17 @@ def test_benchmark_runs_and_prints_its_table(script, args, expected, tiny_protoc
     args = [arg.format(tiny=tiny_protocol) for arg in args]
     out = run_benchmark(script, *args, cwd=tmp_path)
     assert expected in out
+
+
+def test_energy_conventions_table_from_records(tiny_runs, tmp_path):
+    paths = [str(path) for name, path in tiny_runs.records.items() if name != "unofficial"]
+    out = run_benchmark("energy_conventions.py", *paths, cwd=tmp_path)
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("| model"))
+    for column in ("stxbench compute", "spikingjelly compute", "neurobench compute",
+                   "memory simple-fp32-v1", "memory simple-fp32-nz-v1", "spikingjelly + memory simple-fp32-v1"):
+        assert column in header
+    rows = [line for line in lines if line.startswith("| lif /") or line.startswith("| plif /")]
+    assert [row.split(" | ")[1] for row in rows] == ["2", "1"]  # lif: seeds 0 and 1 in one row
+    assert "(1.00x)" in rows[0]  # the dense lif row is the reference
+    assert any(line.startswith("Ranking by stxbench compute") for line in lines)

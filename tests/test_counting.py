@@ -182,11 +182,13 @@ def _brute_conv1d_pairs(x, w, stride, padding, dilation, groups, transposed):
     return pairs, dense
 
 
+@pytest.mark.parametrize("pruned", [True, False])  # a weight without zeros takes a shortcut
 @pytest.mark.parametrize(
     "stride, padding, dilation, groups, transposed",
-    [(1, 1, 1, 1, False), (2, 2, 1, 2, False), (1, 3, 2, 1, False), (2, 1, 1, 2, True), (1, 2, 2, 1, True)],
+    [(1, 1, 1, 1, False), (2, 2, 1, 2, False), (1, 3, 2, 1, False), (3, 0, 2, 2, False),
+     (2, 1, 1, 2, True), (1, 2, 2, 1, True)],
 )
-def test_conv1d_variants_match_a_brute_force_loop(stride, padding, dilation, groups, transposed):
+def test_conv1d_variants_match_a_brute_force_loop(stride, padding, dilation, groups, transposed, pruned):
     gen = torch.Generator().manual_seed(stride * 100 + padding * 10 + dilation + groups)
     x = (torch.rand(2, 4, 9, generator=gen) < 0.4).float()
     if transposed:
@@ -194,7 +196,8 @@ def test_conv1d_variants_match_a_brute_force_loop(stride, padding, dilation, gro
     else:
         conv = nn.Conv1d(4, 6, 3, stride, padding, dilation, groups, bias=False)
     with torch.no_grad():
-        conv.weight.mul_((torch.rand(conv.weight.shape, generator=gen) < 0.6).float())
+        keep = torch.rand(conv.weight.shape, generator=gen) < 0.6
+        conv.weight.copy_(torch.where(keep | (not pruned), conv.weight.sign() + (conv.weight == 0), 0.0) * 0.7)
     pairs, dense = _brute_conv1d_pairs(x, conv.weight, stride, padding, dilation, groups, transposed)
     row = _single_row(count_batches(nn.Sequential(conv), [x]))
     assert (row.effective_ops * 2, row.dense_ops * 2) == (pairs, dense)
@@ -252,7 +255,9 @@ def test_nothing_counted_fails_instead_of_reporting_zero():
         ([0.0, 2.0, 4.0], "int"),
         ([0.0, 255.0], "int"),
         ([0.0, 256.0], "real"),  # not small: above SMALL_INT_MAX
-        ([0.0, 1.0, -1.0], "real"),  # negative
+        ([0.0, 1.0, -1.0], "signed"),  # {-1, 0, 1}: NeuroBench's spikes; real to this rule
+        ([0.0, -2.0], "real"),  # negative
+        ([0.0, -1.0, 2.0], "real"),
         ([0.0, 0.5, 1.0], "real"),
         ([0.0, 1.0 - 2**-24], "real"),  # the float32 just below 1
         ([0.0, float("nan")], "real"),
@@ -262,3 +267,42 @@ def test_operand_classification(values, kind):
     from stxbench.op_rule import classify
 
     assert classify(torch.tensor(values)).kind == kind
+
+
+def test_broadcast_matmul_counts_every_matrix_it_meets():
+    # a [2, 3, 4, 5] @ b [3, 5, 6]: b's 3 matrices are broadcast over a's first dim; pairs are
+    # sum over (i, j, k) of a[i, j]'s nonzeros in column k times b[j]'s nonzeros in row k
+    gen = torch.Generator().manual_seed(3)
+    a = (torch.rand(2, 3, 4, 5, generator=gen) < 0.5).float()
+    b = (torch.rand(3, 5, 6, generator=gen) < 0.5).float()
+    expected = int(torch.einsum("ijmk,jkn->", a, b))
+    with torch.no_grad(), OpCounter(MatMul()) as counter:
+        counter.model(a, b)
+        counter.samples += 1
+    counts = counter.counts()
+    assert counts.ac == expected and sum(op.dense for op in counts.ops) == 2 * 3 * 4 * 5 * 6
+
+
+@pytest.mark.parametrize("stride, padding, dilation", [(1, 1, 1), (2, (0, 2), 1), (1, 2, (2, 1))])
+def test_dense_conv2d_shortcut_equals_the_counting_convolution(stride, padding, dilation):
+    # integer frames into a 2-D convolution without zero weights, against the same convolution
+    # with one zero weight (which takes the general path) plus that one weight's pairs
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randint(0, 3, (3, 2, 7, 6), generator=gen).float()
+    conv = nn.Conv2d(2, 4, (3, 2), stride, padding, dilation, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.rand(conv.weight.shape, generator=gen) + 0.5)
+    dense = count_batches(nn.Sequential(conv), [x])
+    with torch.no_grad():
+        conv.weight[0, 0, 0, 0] = 0.0
+    pruned = count_batches(nn.Sequential(conv), [x])
+    one = nn.Conv2d(2, 1, (3, 2), stride, padding, dilation, bias=False)
+    with torch.no_grad():
+        one.weight.zero_()
+        one.weight[0, 0, 0, 0] = 1.0
+        values = float(one(x).sum())  # what the zeroed weight met: x's values through that tap
+        pairs = float(one((x != 0).float()).sum())
+    n = x.shape[0]
+    assert dense.ac_int * n == pruned.ac_int * n + values
+    assert sum(o.nonzero_pairs for o in dense.ops) * n == sum(o.nonzero_pairs for o in pruned.ops) * n + pairs
+    assert [o.dense for o in dense.ops] == [o.dense for o in pruned.ops]

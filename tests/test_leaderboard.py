@@ -61,7 +61,8 @@ def test_submit_files_entries_under_stable_names_and_renders(clean_board):
     names = sorted(p.name for p in (root / "tiny" / "entries").iterdir())
     assert names == sorted(ENTRIES)
     assert result.stdout.count("submitted ") == 3 and "rendered " in result.stdout
-    assert {p.name for p in (root / "tiny").iterdir()} == {"entries", "README.md", "accuracy_energy.png"}
+    assert {p.name for p in (root / "tiny").iterdir()} == {"entries", "README.md", "accuracy_energy.png",
+                                                          "energy_breakdown.png"}
     assert (root / "README.md").is_file()
 
 
@@ -300,18 +301,21 @@ def test_rerun_on_another_cpu_flags_spike_counts_beyond_tolerance_through_the_cl
     assert lines[0].endswith("differs by more than 10% (the dense model was not bit-identical: another CPU?)")
 
 
-def rerun_on_another_cpu(record, ac_factor: float, mac_delta: float = 0.0):
+def rerun_on_another_cpu(record, ac_factor: float, dense_delta: float = 0.0):
     """The record as a re-run on a CPU that trained other last bits: another dense model,
-    ACs scaled by ``ac_factor`` (total and the AC layers), MACs shifted by ``mac_delta``."""
+    ACs scaled by ``ac_factor`` (total, the AC layers and their ops), and the first layer's
+    dense products shifted by ``dense_delta``."""
     data = record.model_dump(mode="json")
     data["provenance"]["checkpoint_sha256"] = "0" * 64
     counts = data["counts"]
     counts["ac"] *= ac_factor
-    counts["mac"] += mac_delta
     for layer in counts["layers"]:
         if layer["kind"] == "ac":
             layer["effective_ops"] *= ac_factor
             layer["input_rate"] *= ac_factor
+    for op in counts["ops"]:
+        op["nonzero_pairs"] *= ac_factor
+    counts["layers"][0]["dense_ops"] += dense_delta
     return type(record).model_validate(data)
 
 
@@ -323,9 +327,10 @@ def test_rerun_on_another_cpu_allows_spike_drift_within_tolerance(tiny_runs):
     assert [p.field for p in too_far] == ["counts.ac"]
     assert "differs by more than 10%" in too_far[0].message and "another CPU?" in too_far[0].message
     # what spikes cannot move must still agree exactly
-    mac = compare(entry, rerun_on_another_cpu(entry, 1.0, mac_delta=1.0), tolerance=0.05)
-    assert [p.field for p in mac] == ["counts.mac"]
-    assert mac[0].message.endswith("spike-independent counts must agree exactly")
+    first = entry.counts.layers[0]
+    dense = compare(entry, rerun_on_another_cpu(entry, 1.0, dense_delta=1.0), tolerance=0.05)
+    assert [p.field for p in dense] == [f"counts.layers[{first.module}:{first.op}].dense_ops"]
+    assert dense[0].message.endswith("spike-independent counts must agree exactly")
 
 
 def test_rerun_with_the_same_dense_model_needs_exact_counts(tiny_runs):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from stxbench.leaderboard.energy_views import BREAKDOWN_PLOT
 from stxbench.leaderboard.render import PLOT, group_rows, plot_data, plot_png, png_plot_data, render
 from stxbench.leaderboard.store import Board, entry_name
 from stxbench.record import Record, load_record, write_record
@@ -14,7 +15,13 @@ from stxbench.record import Record, load_record, write_record
 
 def table_rows(markdown: str) -> list[list[str]]:
     """The body cells of the first markdown table."""
-    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    text = markdown.splitlines()
+    start = next(i for i, line in enumerate(text) if line.startswith("|"))
+    lines = []
+    for line in text[start:]:
+        if not line.startswith("|"):
+            break
+        lines.append(line)
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
 
 
@@ -51,7 +58,8 @@ def test_rows_sort_by_accuracy_then_energy_and_mark_the_pareto_front(tiny_record
 def test_the_table_shows_mean_and_std_over_seeds(tmp_path, tiny_records, cli):
     board = file_entries(tmp_path / "lb", list(tiny_records.values()))
     result = cli("leaderboard", "render", "--root", str(board.root))
-    assert result.code == 0 and result.stdout == f"rendered {board.root}: 3 file(s) changed\n"
+    # index, README, accuracy-vs-energy plot, energy breakdown plot
+    assert result.code == 0 and result.stdout == f"rendered {board.root}: 4 file(s) changed\n"
     s0, s1 = tiny_records["lif-s0"], tiny_records["lif-s1"]
     assert s1.metrics.correct == s0.metrics.correct + 18  # 5 points apart: std = 5 / sqrt(2)
     mean = 100 * (2 * s0.metrics.correct + 18) / 720
@@ -78,7 +86,7 @@ def test_the_table_shows_mean_and_std_over_seeds(tmp_path, tiny_records, cli):
 def test_render_is_stable(tmp_path, tiny_records, cli):
     board = file_entries(tmp_path / "lb", list(tiny_records.values()))
     changed, _ = render(board)
-    assert len(changed) == 3
+    assert len(changed) == 4
     files = sorted(p for p in board.root.rglob("*") if p.is_file())
     before = {p: p.read_bytes() for p in files}
     assert render(board)[0] == []  # nothing to do
@@ -116,7 +124,7 @@ def test_render_removes_the_views_of_a_protocol_without_entries(tmp_path, tiny_r
     render(board)
     (board.entries_dir("tiny") / entry_name(tiny_records["plif-s0"])).unlink()
     changed, _ = render(board)
-    assert sorted(p.name for p in changed) == ["README.md", "README.md", PLOT]
+    assert sorted(p.name for p in changed) == ["README.md", "README.md", PLOT, BREAKDOWN_PLOT]
     assert not (board.root / "tiny" / "README.md").exists()
 
 
@@ -153,3 +161,36 @@ def test_compare_refuses_bad_files_with_one_line(tmp_path, tiny_runs, cli, conte
     result = cli("compare", str(tiny_runs.records["lif-s0"]), str(bad))
     assert result.code == 2
     assert result.stderr == f"error: {bad}: {message}\n" and result.stdout == ""
+
+
+def test_energy_views_per_convention_and_per_layer(tmp_path, tiny_records):
+    from stxbench.leaderboard import energy_views
+
+    board = file_entries(tmp_path / "lb", list(tiny_records.values()))
+    render(board)
+    text = (board.root / "tiny" / "README.md").read_text()
+    section = text[text.index("## Energy by counting convention"):]
+    rows = table_rows(section)
+    lif = next(cells for cells in rows if cells[1] == "lif / none / torch")
+    s0, s1 = tiny_records["lif-s0"], tiny_records["lif-s1"]  # s1: s0's counts at another seed
+
+    def stored(record, convention, model):
+        return next(e for e in record.energies if (e.convention, e.cost_model) == (convention, model))
+
+    assert lif[2:5] == [f"{stored(s0, c, 'horowitz45-fp32-v1').mj_per_sample:.4g}"
+                        for c in ("stxbench", "spikingjelly", "neurobench")]
+    assert lif[5] == f"{stored(s0, 'stxbench', 'simple-fp32-v1').memory_mj:.4g}"
+    assert s1.energies == s0.energies
+    data = json.loads(png_plot_data(board.root / "tiny" / BREAKDOWN_PLOT))
+    bars = {bar["label"]: bar["groups"] for bar in data["bars"]}
+    assert set(bars) == {"lif / none / torch", "plif / none / torch"}
+    groups = bars["lif / none / torch"]
+    assert {"stem.convs", "blocks.attn.qk", "blocks.mlp.fc1", "head"} <= set(groups)
+    assert sum(groups.values()) == pytest.approx(s0.energy.mj_per_sample, rel=1e-9)
+    assert energy_views.layer_group("blocks.3.attn.q.linear.first") == "blocks.attn.q"
+    # entries recorded before per-convention energy: the board renders as it did
+    old = [r.model_copy(update={"energies": None}) for r in tiny_records.values()]
+    before = file_entries(tmp_path / "old", old)
+    render(before)
+    assert "## Energy by counting convention" not in (before.root / "tiny" / "README.md").read_text()
+    assert not (before.root / "tiny" / BREAKDOWN_PLOT).exists()

@@ -11,7 +11,7 @@ from stxbench.host import PluginHost
 from stxbench_neuron_slif import SLIF
 from stxbench_pruner_dsp import DSP, DSPParams, LowRankLinear, kept_count, svd_rank
 from stxbench_pruner_l1p import L1P, L1PParams, lowest_magnitude_mask
-from tiny_models import finetune, logits_on_test_split, tiny_model, trained_tiny_model
+from tiny_models import digits, factory, finetune, logits_on_test_split, tiny_model, trained_tiny_model
 
 ST_SUFFIXES = tuple(f"{m}.linear.weight" for m in ("q", "k", "v", "proj", "fc1", "fc2"))
 
@@ -185,3 +185,65 @@ def test_dsp_channels_narrows_a_learnable_neuron_keeping_its_kept_channels():
                       descending=True, stable=True).indices[:16].sort().values
     assert torch.equal(slot.impl.theta, kept.float() + 1)
     assert model(torch.rand(3, 1, 8, 8)).shape == (3, 10)
+
+
+# -- DSP svd with a spiking bottleneck ------------------------------------------------------
+
+
+def test_dsp_bottleneck_default_leaves_earlier_parameters_as_they_were():
+    # records made before the field existed resolve to the same dict (names, labels, caches)
+    assert DSPParams().model_dump(mode="json") == {"keep": 0.5, "method": "svd"}
+    assert DSPParams(bottleneck="spike").model_dump(mode="json") == {"keep": 0.5, "method": "svd", "bottleneck": "spike"}
+    with pytest.raises(ValueError, match="bottleneck=spike needs method=svd"):
+        DSPParams(method="channels", bottleneck="spike")
+
+
+def test_dsp_bottleneck_puts_a_neuron_slot_between_the_factors():
+    from stxbench import metrics
+    from stxbench.models.base import NeuronSlot
+    from stxbench_neuron_plif import PLIF
+
+    model = tiny_model(SLIF)  # per-channel learnable neurons: their parameters are not weights
+    shapes = metrics.dense_shapes(model)
+    slots_before = {name for name, _ in model.neuron_slots()}
+    DSP().prune(model, DSPParams(keep=0.5, bottleneck="spike"))
+    for name, m in model.st_matrices().items():
+        r = svd_rank(0.5, m.out_features, m.in_features)  # 16x16: 4; 16x64 / 64x16: 6
+        assert isinstance(m, LowRankLinear) and m.rank == r and m.merged_weight() is None
+        assert isinstance(m.neuron, NeuronSlot)
+        assert (m.neuron.site.name, m.neuron.site.channels, m.neuron.site.channel_dim) == (f"{name}.neuron", r, -1)
+        assert type(m.neuron.impl) is type(model.get_submodule("blocks.0.attn.q.neuron").impl)
+    new_slots = {name for name, _ in model.neuron_slots()} - slots_before
+    assert new_slots == {f"{name}.neuron" for name in model.st_matrices()}
+    stats = {s.name: s for s in metrics.matrix_stats(model, shapes)}
+    # weights r*(m+n): 4*32 for q, k, v, proj; 6*80 for fc1, fc2; the sLIF's w and theta
+    # (2 x r each) are neuron parameters, counted in params_effective but not as weights
+    assert [stats[n].params for n in shapes] == [128, 128, 128, 128, 480, 480]
+    neuron_params = sum(p.numel() for n in new_slots for p in model.get_submodule(n).parameters())
+    assert neuron_params == 2 * (4 * 4 + 6 * 2)
+    assert metrics.params_effective(model, list(stats.values())) == metrics.count_parameters(model)
+    # the stage-3 neuron swap reaches the bottleneck too
+    model.swap_neurons(factory(PLIF))
+    assert type(model.get_submodule("blocks.0.attn.q.linear.neuron").impl) is type(
+        model.get_submodule("blocks.0.attn.q.neuron").impl)
+
+
+def test_dsp_bottleneck_second_factor_is_fed_spikes():
+    from stxbench.counting import count_batches
+    from stxbench.metrics import FiringRates
+
+    model = trained_tiny_model()
+    DSP().prune(model, DSPParams(keep=0.5, bottleneck="spike"))
+    splits = digits()
+    x = splits.test.tensors[0][:64]
+    x = splits.prepare(x) if splits.prepare else x
+    slots = [slot for _, slot in model.neuron_slots()]
+    with FiringRates(model) as rates:
+        counts = count_batches(model, [x], slots)
+    assert "blocks.0.mlp.fc1.linear.neuron" in rates.per_layer()
+    seconds = [op for op in counts.ops if op.module.endswith(".second")]
+    assert len({op.module for op in seconds}) == 6
+    assert {op.a_kind for op in seconds} == {"binary"}  # spikes: accumulates, not MACs
+    assert {layer.kind for layer in counts.layers if layer.module.endswith(".second")} == {"ac"}
+    assert counts.merge_options == []  # a neuron between the factors: no one matrix to price
+    assert any(n.module == "blocks.0.attn.q.linear.neuron" and n.updates == 2 * 4 * 4 for n in counts.neurons)

@@ -9,8 +9,14 @@ block) becomes a `LowRankLinear` ``x -> B (A x) + bias`` with ``r = floor(keep *
 (so the factors hold about ``keep`` of W's m*n weights: ``keep = 1`` is the break-even rank, not
 full rank). From the SVD ``W = U S V^T``: ``A = sqrt(S_r) V_r^T`` (r x n, no bias) and
 ``B = U_r sqrt(S_r)`` (m x r, W's bias), i.e. the best rank-r approximation with the singular
-values split as square roots into both factors. Both factors are fine-tuned. The r-dim
-bottleneck carries real values, so B's work is multiply-accumulates, not spike accumulates.
+values split as square roots into both factors. Both factors are fine-tuned. With
+``bottleneck="none"`` (default) the r-dim bottleneck carries real values, so B's work is
+multiply-accumulates, not spike accumulates; the pair can still run as the one matrix ``B A``
+(``merged_weight``), which energy estimates may price instead where that is cheaper
+(`stxbench.energy`, ``merge-if-cheaper``). With ``bottleneck="spike"`` a neuron layer of the
+run's kind (a `NeuronSlot` built with the model's own neuron factory, so neuron swaps, firing
+rates and op counts see it) sits between the factors: ``x -> B S(A x) + bias``, and B is fed
+spikes (accumulates). It is not the same function as W, so fine-tuning has more to recover.
 
 ``method="channels"``: in every MLP (``model.hidden_layers()``) the hidden units with the largest
 L1 norm of their fc1 row are kept (``floor(keep * hidden)`` of them; ties broken by index) and
@@ -27,15 +33,34 @@ from fractions import Fraction
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_serializer, model_validator
 from torch import nn
 
-from stxbench.api import HiddenLayer, Pruner, PrunerParams, SpikingModel, UsageError, hookimpl
+from stxbench.api import HiddenLayer, MakeNeuron, NeuronSite, NeuronSlot, Pruner, PrunerParams, SpikingModel, UsageError, hookimpl
 
 
 class DSPParams(PrunerParams):
     keep: float = Field(0.5, gt=0, le=1, description="kept fraction of weights (svd) or hidden units (channels)")
     method: Literal["svd", "channels"] = Field("svd", description="low-rank factors, or removal of MLP hidden units")
+    bottleneck: Literal["none", "spike"] = Field(
+        "none", description="svd: 'spike' puts a neuron of the run's kind between the factors, so the "
+        "second factor sees spikes")
+
+    @model_validator(mode="after")
+    def _svd_only(self) -> DSPParams:
+        if self.bottleneck != "none" and self.method != "svd":
+            raise ValueError(f"bottleneck={self.bottleneck} needs method=svd (there are no factors to "
+                             "put a neuron between with method=channels)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # bottleneck came after the first records: left at its default it is left out, so that
+        # the parameters of every earlier run (and entry names, labels, caches) stay as they were
+        data = handler(self)
+        if data.get("bottleneck") == "none":
+            data.pop("bottleneck")
+        return data
 
 
 def kept_count(keep: float, total: Fraction | int) -> int:
@@ -50,23 +75,27 @@ def svd_rank(keep: float, m: int, n: int) -> int:
 
 class LowRankLinear(nn.Module):
     """``y = second(first(x))``: an ``out_features x in_features`` matrix held as rank-``rank``
-    factors (``first``: in -> rank, no bias; ``second``: rank -> out, with the bias)."""
+    factors (``first``: in -> rank, no bias; ``second``: rank -> out, with the bias), or, with a
+    ``neuron`` slot, ``y = second(neuron(first(x)))`` (time-first input ``[T, B, ..., in]``)."""
 
-    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True,
+                 neuron: NeuronSlot | None = None):
         super().__init__()
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
         self.first = nn.Linear(in_features, rank, bias=False)
+        self.neuron = neuron
         self.second = nn.Linear(rank, out_features, bias=bias)
 
     @classmethod
     @torch.no_grad()
-    def from_linear(cls, linear: nn.Linear, rank: int) -> LowRankLinear:
+    def from_linear(cls, linear: nn.Linear, rank: int, neuron: NeuronSlot | None = None) -> LowRankLinear:
         """The truncated SVD of ``linear`` (computed in float64), singular values split as
-        square roots into both factors. ``rank = min(m, n)`` reproduces ``linear``."""
+        square roots into both factors. ``rank = min(m, n)`` without a neuron reproduces
+        ``linear``."""
         w = linear.weight
         u, s, vh = torch.linalg.svd(w.detach().double(), full_matrices=False)
         root = s[:rank].sqrt()
-        out = cls(linear.in_features, linear.out_features, rank, bias=linear.bias is not None)
+        out = cls(linear.in_features, linear.out_features, rank, bias=linear.bias is not None, neuron=neuron)
         out.to(device=w.device, dtype=w.dtype)
         out.first.weight.copy_(root[:, None] * vh[:rank])
         out.second.weight.copy_(u[:, :rank] * root)
@@ -75,10 +104,29 @@ class LowRankLinear(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.second(self.first(x))
+        h = self.first(x)
+        return self.second(h if self.neuron is None else self.neuron(h))
+
+    @torch.no_grad()
+    def merged_weight(self) -> torch.Tensor | None:
+        """The one ``out x in`` matrix the factors multiply to (``second.weight @ first.weight``),
+        or None when a neuron sits between them (then there is no such matrix)."""
+        if self.neuron is not None:
+            return None
+        return self.second.weight @ self.first.weight
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
+
+
+def bottleneck_neuron(model: SpikingModel, path: str, rank: int) -> NeuronSlot:
+    """A neuron layer of the model's current kind, built with the factory of its other slots,
+    over the ``rank`` bottleneck channels (last dim) of the factorised matrix at ``path``."""
+    factory: MakeNeuron | None = next((slot.make_neuron for _, slot in model.neuron_slots()), None)
+    if factory is None:
+        raise UsageError(f"pruner dsp bottleneck=spike: model {type(model).__name__} has no neuron "
+                         "layer whose kind the bottleneck could take")
+    return NeuronSlot(NeuronSite(f"{path}.neuron", rank, -1), factory)
 
 
 def _linear_like(linear: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
@@ -140,7 +188,9 @@ class DSP(Pruner):
                 raise UsageError(f"pruner dsp method=svd factorises nn.Linear matrices; "
                                  f"{name} is a {type(module).__name__}")
             m, n = module.out_features, module.in_features
-            model.replace_module(name, LowRankLinear.from_linear(module, svd_rank(params.keep, m, n)))
+            rank = svd_rank(params.keep, m, n)
+            neuron = bottleneck_neuron(model, name, rank) if params.bottleneck == "spike" else None
+            model.replace_module(name, LowRankLinear.from_linear(module, rank, neuron))
 
 
 @hookimpl

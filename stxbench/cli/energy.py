@@ -1,74 +1,119 @@
-"""``stxbench energy RESULT.json``: energy from a record's stored op counts, under any built-in
-cost table, without re-running anything."""
+"""``stxbench energy RESULT.json``: energy from a record's stored op counts, under any counting
+convention and cost model, without re-running anything."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 from tabulate import tabulate
 
 from stxbench.cli.root import app
-from stxbench.energy import SHORT_NAMES, cost_model, layer_mj
+from stxbench.conventions import CONVENTIONS, DEFAULT_CONVENTION, convention
+from stxbench.energy import SHORT_NAMES, Estimate, checked_estimate, cost_model
 from stxbench.errors import UsageError
 from stxbench.record import Record, load_record
 
 
-def layer_table(record: Record, model_name: str) -> str:
-    """Per-layer table sorted by cost (highest first), then the per-sample totals."""
-    counts, model = record.counts, cost_model(model_name)
-    total = model.mj(counts.mac, counts.ac, counts.ac_int)
-    rows = []
-    for layer in sorted(counts.layers, key=lambda lc: layer_mj(lc, model), reverse=True):
-        mj = layer_mj(layer, model)
-        rows.append([
-            layer.module, layer.op, layer.kind,
-            "-" if layer.input_rate is None else f"{layer.input_rate:.4f}",
-            f"{layer.dense_ops:,.1f}", f"{layer.effective_ops:,.1f}",
-            f"{mj:.4e}", f"{100 * mj / total:.1f}" if total else "-",
-        ])
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def layer_table(record: Record, estimate: Estimate) -> str:
+    """Per-layer table sorted by energy (highest first), then the per-sample totals."""
+    total = estimate.mj_per_sample
+    model = estimate.cost_model
+    rows = [
+        [layer.module, layer.op, layer.kind, _rate(layer.input_rate), f"{layer.dense:,.1f}",
+         f"{layer.ops:,.1f}", f"{layer.compute_mj:.4e}", f"{layer.memory_mj:.4e}", f"{layer.mj:.4e}",
+         f"{100 * layer.mj / total:.1f}" if total else "-"]
+        for layer in sorted(estimate.layers, key=lambda lc: lc.mj, reverse=True)
+    ]
     table = tabulate(
         rows,
-        headers=["module", "op", "kind", "input rate", "dense ops", "effective ops", "mJ", "%"],
-        disable_numparse=True, colalign=("left", "left", "left", "right", "right", "right", "right", "right"),
+        headers=["module", "op", "kind", "input rate", "dense ops", "ops", "compute mJ", "memory mJ", "mJ", "%"],
+        disable_numparse=True, colalign=("left", "left", "left", *["right"] * 7),
     )
+    counts = record.counts
+    lines = [
+        ["MACs", f"{estimate.mac:,.1f}", f"x {model.e_mac_pj} pJ"],
+        ["ACs", f"{estimate.ac:,.1f}", f"x {model.e_ac_pj} pJ"],
+        ["integer ACs", f"{estimate.ac_int:,.1f}", f"x {model.e_ac_pj} pJ"],
+        ["neuron updates", f"{counts.neuron_updates:,.1f}", "membrane: read + write"
+         if model.prices_memory else "not in the energy sum"],
+    ]
+    if model.prices_memory:
+        lines.append(["bytes moved", f"{estimate.memory_bytes:,.1f}",
+                      f"x {model.e_byte_pj} pJ ({model.weights} weights)"])
+    lines += [
+        ["compute", f"{estimate.compute_mj:.6e} mJ", ""],
+        ["memory", f"{estimate.memory_mj:.6e} mJ", ""],
+        ["energy", f"{total:.6e} mJ", model.id],
+    ]
+    totals = tabulate(lines, disable_numparse=True, tablefmt="simple_outline")
     c, p = record.config, record.protocol
-    totals = tabulate(
-        [
-            ["MACs", f"{counts.mac:,.1f}", f"x {model.e_mac_pj} pJ"],
-            ["ACs", f"{counts.ac:,.1f}", f"x {model.e_ac_pj} pJ"],
-            ["integer ACs", f"{counts.ac_int:,.1f}", f"x {model.e_ac_pj} pJ"],
-            ["neuron updates", f"{counts.neuron_updates:,.1f}", "not in the energy sum"],
-            ["energy", f"{total:.6e} mJ", model.id],
-        ],
-        disable_numparse=True, tablefmt="simple_outline",
-    )
     head = (
         f"{p.name} | neuron {c.neuron} | pruner {c.pruner} {c.pruner_params or ''} | backend "
-        f"{c.backend} | seed {c.seed} | per sample over {counts.samples} samples ({counts.subset}), "
-        f"rule {counts.rule}"
+        f"{c.backend} | seed {c.seed} | per sample over {counts.samples} samples ({counts.subset}) | "
+        f"convention {estimate.convention} | {estimate.pricing}"
     )
+    if estimate.merged:
+        head += f" (priced as one matrix: {', '.join(estimate.merged)})"
     stored = ""
-    if record.energy is not None and record.energy.model_id != model.id:
-        stored = f"\nstored: {record.energy.mj_per_sample:.6e} mJ/sample ({record.energy.model_id})"
+    e = record.energy
+    if e is not None and (e.model_id != model.id or (e.convention or DEFAULT_CONVENTION) != estimate.convention
+                          or estimate.merged):
+        stored = (f"\nstored: {e.mj_per_sample:.6e} mJ/sample ({e.model_id}, convention "
+                  f"{e.convention or DEFAULT_CONVENTION}, as run)")
     return f"{head}\n{table}\n{totals}{stored}"
+
+
+def as_json(path: Path, estimate: Estimate) -> str:
+    data = {
+        "record": str(path), **estimate.record().model_dump(mode="json"),
+        "layers": [
+            {"module": layer.module, "op": layer.op, "kind": layer.kind, "ops": layer.ops,
+             "dense_ops": layer.dense, "input_rate": layer.input_rate, "compute_mj": layer.compute_mj,
+             "memory_bytes": layer.memory_bytes, "memory_mj": layer.memory_mj, "mj": layer.mj}
+            for layer in estimate.layers
+        ],
+    }
+    return json.dumps(data, indent=2)
 
 
 @app.command("energy")
 def energy_command(
     result: Path = typer.Argument(..., help="A result.json written by 'stxbench run'."),
-    model: str | None = typer.Option(
-        None, "--model", "-m",
-        help=f"Cost table: {', '.join(SHORT_NAMES)} or a full id [default: the record's own].",
+    convention_name: str | None = typer.Option(
+        None, "--convention", "-c",
+        help=f"Counting convention: {', '.join(CONVENTIONS)} [default: the record's own].",
     ),
+    model: str | None = typer.Option(
+        None, "--cost-model", "--model", "-m",
+        help=f"Cost model: {', '.join(SHORT_NAMES)} or a full id [default: the record's own].",
+    ),
+    merge: bool = typer.Option(
+        False, "--merge-if-cheaper",
+        help="Price each factorised matrix as the one matrix of its product where that costs less.",
+    ),
+    as_json_: bool = typer.Option(False, "--json", help="Print a JSON object instead of the table."),
 ) -> None:
     """Recompute energy per sample from a record's stored op counts; print the per-layer table
-    sorted by cost."""
+    sorted by cost, or a JSON object (mj_per_sample, compute_mj, memory_mj, layers)."""
+    # names first: a bad name is reported as such whatever the file holds
+    if convention_name is not None:
+        convention(convention_name)
+    if model is not None:
+        cost_model(model)
     record = load_record(result)
     if record.counts is None:
         raise UsageError(
             f"{result}: the run was made with --no-counts, so the record holds no op counts; "
             "re-run it without --no-counts"
         )
-    name = model or (record.energy.model_id if record.energy else "fp32")
-    typer.echo(layer_table(record, name))
+    stored = record.energy
+    name = convention_name or (stored.convention if stored and stored.convention else DEFAULT_CONVENTION)
+    model_name = model or (stored.model_id if stored else "fp32")
+    estimate = checked_estimate(record.counts, name, model_name, merge, where=str(result))
+    typer.echo(as_json(result, estimate) if as_json_ else layer_table(record, estimate))

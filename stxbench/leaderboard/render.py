@@ -12,12 +12,14 @@ from __future__ import annotations
 import io
 import json
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tabulate import tabulate
 
 from stxbench.errors import UsageError
+from stxbench.leaderboard import energy_views
 from stxbench.leaderboard.store import ENTRIES, Board, Entry, pruner_label
 from stxbench.record import Record, atomic_write_text
 
@@ -149,6 +151,7 @@ def protocol_readme(protocol: str, rows: list[Row]) -> str:
         "",
         f"![accuracy vs energy]({PLOT})",
         "",
+        *energy_views.section(rows),
     ])
 
 
@@ -247,6 +250,7 @@ class Rendered:
     path: Path
     text: str | None = None
     plot_data: str | None = None
+    draw: Callable[[str], bytes] = plot_png  # plot data -> PNG bytes
 
     def is_current(self) -> bool:
         if not self.path.is_file():
@@ -260,7 +264,7 @@ class Rendered:
             atomic_write_text(self.path, self.text)
             return
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_bytes(plot_png(self.plot_data))
+        tmp.write_bytes(self.draw(self.plot_data))
         tmp.replace(self.path)
 
 
@@ -283,6 +287,10 @@ def plan(board: Board) -> Plan:
         folder = board.root / protocol
         files.append(Rendered(folder / README, text=protocol_readme(protocol, rows)))
         files.append(Rendered(folder / PLOT, plot_data=plot_data(protocol, rows)))
+        breakdown = energy_views.breakdown_data(protocol, rows)
+        if breakdown is not None:
+            files.append(Rendered(folder / energy_views.BREAKDOWN_PLOT, plot_data=breakdown,
+                                  draw=energy_views.breakdown_png))
     return Plan(files, [e for e in entries if e.record is None])
 
 
@@ -293,7 +301,8 @@ def leftovers(board: Board, fresh: Plan) -> list[Path]:
         return []
     return sorted(
         path for folder in board.root.iterdir() if folder.is_dir()
-        for path in (folder / README, folder / PLOT) if path.is_file() and path not in expected
+        for path in (folder / README, folder / PLOT, folder / energy_views.BREAKDOWN_PLOT)
+        if path.is_file() and path not in expected
     )
 
 

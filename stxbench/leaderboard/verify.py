@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from stxbench.energy import cost_model
+from stxbench.conventions import DEFAULT_CONVENTION, NoRawCounts
+from stxbench.energy import cost_model, energy_of, estimate
 from stxbench.errors import UsageError
 from stxbench.host import KINDS, PluginHost, module_sha256
 from stxbench.leaderboard.store import ProtocolLookup
@@ -70,7 +71,7 @@ class Verifier:
             return [Problem("protocol.name", str(exc))]
         found = self._official(record, protocol)
         found += self._metrics(record)
-        found += self._energy(record, protocol.energy_model)
+        found += self._energy(record, protocol.energy_model, protocol.energy_convention)
         found += self._plugins(record)
         return found
 
@@ -127,7 +128,7 @@ class Verifier:
                                  f"{m.correct}/{m.test_samples} = {m.correct / m.test_samples!r}"))
         return found
 
-    def _energy(self, record: Record, protocol_model: str) -> list[Problem]:
+    def _energy(self, record: Record, protocol_model: str, protocol_convention: str) -> list[Problem]:
         counts, energy = record.counts, record.energy
         if counts is None or energy is None:
             missing = "counts" if counts is None else "energy"
@@ -149,10 +150,34 @@ class Verifier:
             if getattr(energy, key) != getattr(table, key):
                 found.append(Problem(f"energy.{key}", f"{getattr(energy, key)!r} but cost table {table.id} "
                                      f"says {getattr(table, key)!r}"))
-        recomputed = table.mj(counts.mac, counts.ac, counts.ac_int)
+        if (energy.convention or DEFAULT_CONVENTION) != protocol_convention:
+            return [*found, Problem("energy.convention", f"{energy.convention!r} but the protocol pins "
+                                    f"{protocol_convention!r}")]
+        try:
+            recomputed = energy_of(counts, table, protocol_convention).mj_per_sample
+        except NoRawCounts:
+            return [*found, Problem("counts.ops", "missing: the protocol's energy convention "
+                                    f"{protocol_convention!r} needs per-op counts (re-run the entry)")]
         if not _close(energy.mj_per_sample, recomputed):
             found.append(Problem("energy.mj_per_sample", f"{energy.mj_per_sample!r} but the stored counts "
                                  f"give {recomputed!r} under {table.id}"))
+        found += self._energies(record)
+        return found
+
+    def _energies(self, record: Record) -> list[Problem]:
+        """Every stored per-convention estimate must be what the stored counts give."""
+        found = []
+        for stored in record.energies or []:
+            where = f"energies[{stored.convention}, {stored.cost_model}, {stored.pricing}]"
+            try:
+                again = estimate(record.counts, stored.convention, stored.cost_model,
+                                 merge=stored.pricing == "merge-if-cheaper")
+            except (UsageError, NoRawCounts) as exc:
+                found.append(Problem(where, f"cannot be recomputed: {exc or 'no per-op counts'}"))
+                continue
+            if not _close(stored.mj_per_sample, again.mj_per_sample) or stored.merged != again.merged:
+                found.append(Problem(where, f"{stored.mj_per_sample!r} (merged {stored.merged}) but the "
+                                     f"stored counts give {again.mj_per_sample!r} (merged {again.merged})"))
         return found
 
     def _plugins(self, record: Record) -> list[Problem]:
