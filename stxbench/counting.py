@@ -51,6 +51,8 @@ _CONVOLUTIONS = {
     aten.convolution, aten._convolution, aten.conv1d, aten.conv2d, aten.conv3d,
     aten.conv_transpose1d, aten.conv_transpose2d, aten.conv_transpose3d,
 }
+#: the ``op`` names a record's counted layers can hold
+COUNTED_OPS = frozenset(packet.__name__ for packet in (*_MATMUL_OPERANDS, *_CONVOLUTIONS))
 # synaptic ops the rule has no counting for yet: a run that uses one fails rather than
 # reporting too few operations
 _UNCOUNTABLE = {

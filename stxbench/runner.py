@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 import stxbench
-from stxbench import metrics
+from stxbench import cpu_pin, metrics
 from stxbench.api import Backend, DataSplits, NeuronSpec, Surrogate
 from stxbench.checkpoints import (
     dense_checkpoint_path,
@@ -47,6 +48,7 @@ from stxbench.models.base import SpikingModel
 from stxbench.provenance import device_name, git_commit, now_utc, sha256_file
 from stxbench.record import (
     ConfigInfo,
+    CpuNumerics,
     ExecutionInfo,
     Metrics,
     Provenance,
@@ -253,8 +255,10 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
              warn: Callable[[str], None], last_checkpoint: list[str]) -> Record | None:
     if config.threads:
         torch.set_num_threads(config.threads)
-    seed_everything(config.seed)
     proto = config.protocol
+    if proto.cpu_pin and config.device == "cpu":
+        cpu_pin.require(cpu_pin.PINS[proto.cpu_pin])
+    seed_everything(config.seed)
     resume = load_run_checkpoint(config)
     if resume is not None and execution.is_main:
         progress = resume["progress"]
@@ -300,32 +304,38 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
     if config.counts:  # a pass of its own, so that eval timing stays free of counting
         counts = count_test_head(model, splits, proto.eval.batch_size, proto.eval.count_samples, run.device)
 
-    record = Record(
-        protocol=ProtocolInfo(
-            name=proto.name, sha256=config.protocol_sha256, official=config.official,
-            overrides=config.overrides,
-        ),
-        config=ConfigInfo(
-            neuron=config.neuron, pruner=config.pruner, pruner_params=config.pruner_params,
-            backend=config.backend, seed=config.seed, dataset=proto.data.dataset,
-            model=proto.model.name, T=proto.model.T, base_neuron=proto.model.base_neuron,
-            surrogate=config.surrogate.name, surrogate_alpha=config.surrogate.alpha,
-        ),
-        metrics=Metrics(
-            accuracy=final.accuracy, accuracy_dense=accuracy_dense, accuracy_pruned=accuracy_pruned,
-            correct=final.correct, test_samples=final.samples, params_total=params_total,
-            params_effective=metrics.params_effective(model, stats),
-            sparsity=metrics.st_sparsity(stats), firing_rate=rates.overall(),
-            firing_rates=rates.per_layer(), matrices=stats,
-        ),
-        counts=counts,
-        energy=energy_of(counts, cost_model(proto.energy_model)) if counts else None,
-        timing=Timing(
-            dense_s=dense_s, finetune_s=finetune_s, eval_s=final.seconds,
-            samples_per_s=final.samples / final.seconds if final.seconds > 0 else float(final.samples),
-        ),
-        provenance=provenance(run, checkpoint, compiler),
-    )
+    try:
+        record = Record(
+            protocol=ProtocolInfo(
+                name=proto.name, sha256=config.protocol_sha256, official=config.official,
+                overrides=config.overrides,
+            ),
+            config=ConfigInfo(
+                neuron=config.neuron, pruner=config.pruner, pruner_params=config.pruner_params,
+                backend=config.backend, seed=config.seed, dataset=proto.data.dataset,
+                model=proto.model.name, T=proto.model.T, base_neuron=proto.model.base_neuron,
+                surrogate=config.surrogate.name, surrogate_alpha=config.surrogate.alpha,
+            ),
+            metrics=Metrics(
+                accuracy=final.accuracy, accuracy_dense=accuracy_dense, accuracy_pruned=accuracy_pruned,
+                correct=final.correct, test_samples=final.samples, params_total=params_total,
+                params_effective=metrics.params_effective(model, stats),
+                sparsity=metrics.st_sparsity(stats), firing_rate=rates.overall(),
+                firing_rates=rates.per_layer(), matrices=stats,
+            ),
+            counts=counts,
+            energy=energy_of(counts, cost_model(proto.energy_model)) if counts else None,
+            timing=Timing(
+                dense_s=dense_s, finetune_s=finetune_s, eval_s=final.seconds,
+                samples_per_s=final.samples / final.seconds if final.seconds > 0 else float(final.samples),
+            ),
+            provenance=provenance(run, checkpoint, compiler),
+        )
+    except ValidationError as exc:  # a NaN or infinite metric: never written as a number
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise RunFailed(f"the run's results are not a valid record: {where}: {first['msg']} "
+                        f"(input {first.get('input')!r})") from None
     write_record(record, config.out_dir / RESULT_FILE)
     remove_run_checkpoint(config)  # the record is the run's result now
     run.notify("stxbench_run_end", record=record)
@@ -342,6 +352,8 @@ def provenance(run: Run, checkpoint: Path, compiler: NeuronCompiler | None) -> P
         platform=platform.platform(),
         device=device_name(run.device),
         threads=torch.get_num_threads(),
+        cpu_numerics=CpuNumerics(pin=run.config.protocol.cpu_pin, **cpu_pin.current())
+        if run.device.type == "cpu" else None,
         execution=ExecutionInfo(
             precision=execution.precision, world_size=execution.world_size,
             dist_backend=torch.distributed.get_backend() if execution.distributed else None,

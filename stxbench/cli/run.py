@@ -117,6 +117,7 @@ def run_command(
         counts=not no_counts, plugins=common.STATE.plugins, precision=precision, workers=workers,
         compile=compile,
     )
+    common.restart_pinned(config.protocol, config.device)
     if nproc is not None:
         check_before_launch(config, host, nproc)
         code = launch(nproc, config.plugins, child_args(config, protocol, settings, quiet))

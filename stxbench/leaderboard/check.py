@@ -10,6 +10,7 @@ Each problem is one line, ``<file>: <field>: <what is wrong>``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from stxbench.leaderboard import render
 from stxbench.leaderboard.store import Board, Entry, entry_name, identity
@@ -62,12 +63,14 @@ def check_board(
     board: Board,
     entries: list[Entry],
     verifier: Verifier,
-    rerun: Callable[[Entry], list[Problem]] | None = None,
+    rerun: Callable[[list[Entry]], dict[Path, list[Problem]]] | None = None,
     rerun_entries: list[Entry] = (),
 ) -> list[str]:
-    """Every problem found, one line each; re-runs ``rerun_entries`` with ``rerun``."""
+    """Every problem found, one line each; ``rerun`` re-runs ``rerun_entries`` (problems by path)."""
     lines = entry_problems(board, entries, verifier)
     lines += rendered_problems(board)
-    for entry in rerun_entries:
-        lines += [problem.line(board.relative(entry.path)) for problem in rerun(entry)]
+    if rerun_entries:
+        found = rerun(list(rerun_entries))
+        for entry in rerun_entries:
+            lines += [problem.line(board.relative(entry.path)) for problem in found[entry.path]]
     return lines
