@@ -10,8 +10,8 @@ through MKL rather than oneDNN (oneDNN has no such mode). A protocol declares it
 (``cpu_pin = "portable-v1"``); see docs/leaderboard.md for what was measured.
 
 The libraries read their settings once, when they first run, so a pin is set in the
-environment of a fresh process: `stxbench run` starts itself again with it (`ensure`), and the
-runner refuses a CPU run of a pinned protocol in a process where the pin is not in effect.
+environment of a fresh process: `stxbench run` starts itself again with it (`restart`), and
+the runner refuses a CPU run of a pinned protocol in a process where the pin is not in effect.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 
 from stxbench.errors import RunFailed
 
-#: set in the environment of the process `ensure` starts, so it does not start another
+#: set in the environment of the process `restart` starts, so that it does not start another
 MARKER = "STXBENCH_CPU_PIN"
 
 # MKL's conditional-numerical-reproducibility branch numbers (mkl_cbwr.h)
@@ -83,7 +83,8 @@ def current() -> dict[str, str | bool | None]:
 
 
 def mismatch(pin: CpuPin) -> str | None:
-    """What in this process differs from the pin (after `apply`), or None if it is in effect."""
+    """What in this process differs from the pin and cannot be changed any more (the kernels
+    the libraries chose when they started), or None."""
     now = current()
     wanted = pin.mkl_cbwr.split(",")[0]
     if now["aten_capability"] != pin.aten_capability.upper():
@@ -94,29 +95,24 @@ def mismatch(pin: CpuPin) -> str | None:
         return f"MKL runs its {now['mkl_branch']} branch, not {wanted}"
     if now["mkl_branch"] is None and os.environ.get("MKL_CBWR") != pin.mkl_cbwr:
         return f"MKL_CBWR is {os.environ.get('MKL_CBWR')!r}, not {pin.mkl_cbwr!r}"
-    if now["mkldnn"] != pin.mkldnn:
-        return f"oneDNN convolutions are {'on' if now['mkldnn'] else 'off'}"
     return None
 
 
-def apply(pin: CpuPin) -> None:
-    """What can be set in a running process (the rest needs `ensure`'s fresh process)."""
-    torch.backends.mkldnn.enabled = pin.mkldnn
-
-
 def require(pin: CpuPin) -> None:
-    """Refuse a run of a pinned protocol in a process where the pin is not in effect."""
-    apply(pin)
+    """Put the pin in effect in this process, or refuse (before any work) if it was started
+    without it. Nothing is changed in a process that is refused."""
     problem = mismatch(pin)
     if problem:
         raise RunFailed(
             f"the protocol pins CPU numerics ({pin.id}) but this process does not run them: {problem}; "
             f"start it through `stxbench run`, or with {' '.join(f'{k}={v}' for k, v in pin.env().items())}"
         )
+    torch.backends.mkldnn.enabled = pin.mkldnn  # a flag torch reads at each convolution
 
 
 def needs_restart(pin: CpuPin) -> bool:
-    apply(pin)
+    """The pin cannot be put in effect here, and this process was not started for it already
+    (then `require` says why it is not in effect, rather than starting another)."""
     return mismatch(pin) is not None and os.environ.get(MARKER) != pin.id
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -129,6 +130,9 @@ def check_command(
     jobs: int = typer.Option(1, "--jobs", "-j", help="Re-runs at a time (each in its own process)."),
     rerun_device: str = typer.Option("cpu", "--rerun-device",
         help="cpu (exact comparison) or cuda / cuda:N (GPU protocols; within the protocol's tolerances)."),
+    rerun_budget: float | None = typer.Option(None, "--rerun-budget", metavar="MINUTES",
+        help="Start no re-run after this many minutes; the entries left are listed (one per row first, "
+        "then an order drawn from the commit) [default: no limit]."),
 ) -> None:
     """Verify every entry (schema, strict JSON, protocol hash, per-layer names, metrics that imply
     each other, energy from counts, plugin hashes, names, duplicates) and the rendered files,
@@ -141,6 +145,8 @@ def check_command(
         raise UsageError(f"--threads must be >= 1, got {threads}")
     if jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
+    if rerun_budget is not None and not 0 <= rerun_budget <= 7 * 24 * 60:
+        raise UsageError(f"--rerun-budget must be between 0 and {7 * 24 * 60} minutes, got {rerun_budget}")
     if rerun_device != "cpu" and not rerun_device.startswith("cuda"):
         raise UsageError(f"--rerun-device {rerun_device}: valid devices are cpu, cuda, cuda:N")
     lookup, verifier = _verifier(protocol_dir)
@@ -149,13 +155,25 @@ def check_command(
     if rerun or rerun_only or rerun_one or rerun_changed is not None:
         selected = _rerun_selection(entries, lookup, verifier, board.root, rerun_only, rerun, rerun_changed,
                                     rerun_one, rerun_device)
+    skipped: list[Entry] = []
+
+    def skip(entry: Entry) -> None:
+        skipped.append(entry)
+        common.err_line(f"not re-run: {entry.path.name}: over the re-run budget of {rerun_budget:g} min")
+
+    started = time.monotonic()
     rerunner = Rerunner(lookup, common.STATE.plugins, threads, rerun_device, jobs,
-                        on_start=lambda entry: common.err_line(f"re-running {entry.path.name} ..."))
+                        budget_s=None if rerun_budget is None else 60 * rerun_budget, commit=git_commit(),
+                        on_start=lambda entry: common.err_line(f"re-running {entry.path.name} ..."), on_skip=skip)
     problems = check_board(board, entries, verifier, rerunner.run, selected)
     for line in problems:
         typer.echo(line)
     summary = (f"{len(entries)} entries in {len(board.protocols())} protocol(s), "
-               f"{len(selected)} re-run")
+               f"{len(selected) - len(skipped)} re-run")
+    if selected:
+        left = f", {len(skipped)} left out by the budget" if skipped else ""
+        common.err_line(f"re-ran {len(selected) - len(skipped)} entr{'y' if len(selected) - len(skipped) == 1 else 'ies'} "
+                        f"in {(time.monotonic() - started) / 60:.1f} min{left}")
     if problems:
         common.err_line(f"error: leaderboard check found {len(problems)} problem(s) ({summary})")
         raise typer.Exit(1)

@@ -72,5 +72,5 @@ def check_board(
     if rerun_entries:
         found = rerun(list(rerun_entries))
         for entry in rerun_entries:
-            lines += [problem.line(board.relative(entry.path)) for problem in found[entry.path]]
+            lines += [problem.line(board.relative(entry.path)) for problem in found.get(entry.path, [])]
     return lines

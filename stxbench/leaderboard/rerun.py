@@ -203,25 +203,24 @@ class Rerunner:
     threads: int | None = None  # None: each entry's own
     device: str = "cpu"
     jobs: int = 1
+    #: seconds after which no re-run starts (None: no limit); what is left goes to `on_skip`
+    budget_s: float | None = None
+    commit: str | None = None  # orders the re-runs (`schedule`)
     on_start: Callable[[Entry], None] = lambda entry: None
+    on_skip: Callable[[Entry], None] = lambda entry: None
 
     def run(self, entries: list[Entry]) -> dict[Path, list[Problem]]:
+        """Problems per re-run entry; entries left out by the budget are absent (`on_skip`)."""
+        self._started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="stxbench-rerun-") as tmp:
             work = Path(tmp)
-            groups: dict[tuple, list[Entry]] = {}
-            for entry in entries:
-                c, p = entry.record.config, entry.record.provenance
-                groups.setdefault((entry.record.protocol.name, c.seed, c.backend, self.threads or p.threads),
-                                  []).append(entry)
-            # dense models first (one re-run per group trains it), then everything that loads them
-            waves = [[g[0] for g in groups.values()], [e for g in groups.values() for e in g[1:]]]
+            number = {entry.path: i for i, entry in enumerate(entries)}
             results: dict[Path, list[Problem]] = {}
-            jobs = list(enumerate(entries))
-            index = {id(entry): i for i, entry in jobs}
             with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
-                for wave in waves:
-                    for entry, problems in zip(wave, pool.map(lambda e: self.one(e, work, index[id(e)]), wave)):
-                        results[entry.path] = problems
+                for wave in schedule(entries, self.commit, self.threads):
+                    for entry, problems in zip(wave, pool.map(lambda e: self.one(e, work, number[e.path]), wave)):
+                        if problems is not None:
+                            results[entry.path] = problems
             return results
 
     def command(self, entry: Entry, work: Path, number: int) -> tuple[list[str], dict[str, str], Path]:
@@ -246,7 +245,10 @@ class Rerunner:
         A fresh process costs seconds of imports; a pinned protocol needs one (`cpu_pin`)."""
         return self.jobs == 1 and self.device == "cpu" and protocol.cpu_pin is None
 
-    def one(self, entry: Entry, work: Path, number: int) -> list[Problem]:
+    def one(self, entry: Entry, work: Path, number: int) -> list[Problem] | None:
+        if self.budget_s is not None and time.monotonic() - self._started >= self.budget_s:
+            self.on_skip(entry)
+            return None
         self.on_start(entry)
         protocol = self.protocols.get(entry.record.protocol.name)
         cmd, env, out = self.command(entry, work, number)
@@ -273,6 +275,32 @@ class Rerunner:
         if self.device != "cpu":
             return compare_tolerant(entry.record, again, Tolerances.of(protocol))
         return compare_exact(entry.record, again, pinned=protocol.cpu_pin is not None)
+
+
+def schedule(entries: list[Entry], commit: str | None, threads: int | None = None) -> list[list[Entry]]:
+    """Two waves: one entry per dense model (protocol, seed, backend, threads), which trains it,
+    then the rest, which load it; within a wave, first one entry per leaderboard row, then the
+    others, each in an order drawn from ``commit``, so that which entries a time budget leaves
+    out cannot be known before the commit being checked exists."""
+
+    def draw(entry: Entry) -> str:
+        return hashlib.sha256(f"{commit or ''}:{entry.path.name}".encode()).hexdigest()
+
+    def row(entry: Entry) -> tuple:
+        c = entry.record.config
+        return entry.record.protocol.name, c.neuron, c.pruner, repr(sorted(c.pruner_params.items())), c.backend
+
+    groups: dict[tuple, list[Entry]] = {}
+    for entry in sorted(entries, key=draw):
+        c, p = entry.record.config, entry.record.provenance
+        groups.setdefault((entry.record.protocol.name, c.seed, c.backend, threads or p.threads), []).append(entry)
+    first = [group[0] for group in groups.values()]
+    covered = {row(entry) for entry in first}
+    rest, later = [], []
+    for entry in sorted((e for group in groups.values() for e in group[1:]), key=draw):
+        (later if row(entry) in covered else rest).append(entry)
+        covered.add(row(entry))
+    return [first, rest + later]
 
 
 # -- the re-run process -------------------------------------------------------------------------

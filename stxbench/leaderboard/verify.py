@@ -14,6 +14,7 @@ import math
 
 from pydantic import ValidationError
 
+from stxbench.cpu_pin import PINS
 from stxbench.energy import cost_model
 from stxbench.errors import UsageError
 from stxbench.host import KINDS, PluginHost, module_sha256
@@ -65,7 +66,26 @@ class Verifier:
         found += self._names(record, protocol)
         found += self._energy(record, protocol.energy_model)
         found += self._plugins(record)
+        found += self._numerics(record, protocol)
         return found
+
+    def _numerics(self, record: Record, protocol) -> list[Problem]:
+        """An entry of a protocol that pins CPU numerics was run on a CPU, under the pin."""
+        if protocol.cpu_pin is None:
+            return []
+        pin = PINS[protocol.cpu_pin]
+        n = record.provenance.cpu_numerics
+        wanted = {"pin": pin.id, "aten_capability": pin.aten_capability.upper(),
+                  "mkl_branch": pin.mkl_cbwr.split(",")[0], "mkldnn": pin.mkldnn}
+        if n is None:
+            return [Problem("provenance.cpu_numerics", f"missing: protocol {protocol.name} pins CPU numerics "
+                            f"({pin.id}), so its entries are CPU runs made under the pin (this one was made on "
+                            "a GPU or by an older stxbench); re-run it and submit with --replace")]
+        for key, value in wanted.items():
+            if getattr(n, key) != value:
+                return [Problem(f"provenance.cpu_numerics.{key}", f"{getattr(n, key)!r}, but protocol "
+                                f"{protocol.name}'s pin {pin.id} runs {value!r}; re-run it and submit with --replace")]
+        return []
 
     def _names(self, record: Record, protocol) -> list[Problem]:
         names = names_for(protocol, self.host)
