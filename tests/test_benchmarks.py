@@ -3,6 +3,7 @@ Their timings are not asserted: targets are read off a quiet machine, never chec
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,22 @@ def run_benchmark(script: str, *args: str, cwd: Path) -> str:
     ("overhead.py", ["--rounds", "1", "--protocol", "{tiny}"], "bare loop"),
     ("pruned_inference.py", ["--rounds", "1", "--no-compile", "--protocol", "{tiny}"], "dsp svd 0.25"),
     ("counting.py", ["--repeats", "1", "--protocol", "{tiny}"], "ratio counted / plain"),
+    ("cpu_determinism.py", ["--speed", "--rounds", "1", "--steps", "1", "--protocol", "{tiny}",
+                            "--variants", "native", "pin-portable"], "ms per step"),
 ])
 def test_benchmark_runs_and_prints_its_table(script, args, expected, tiny_protocol, tmp_path):
     args = [arg.format(tiny=tiny_protocol) for arg in args]
     out = run_benchmark(script, *args, cwd=tmp_path)
     assert expected in out
+
+
+def test_the_cpu_pin_gives_one_record_on_emulated_cpu_kinds(tiny_protocol, tmp_path):
+    """benchmarks/cpu_determinism.py: the same run under the portable-v1 pin on this CPU and on
+    an emulated AVX2-only CPU claims the same figures, bit for bit (docs/leaderboard.md)."""
+    out = run_benchmark("cpu_determinism.py", "--protocol", str(tiny_protocol), "--variants",
+                        "pin-portable@native", "pin-portable@avx2-machine", cwd=tmp_path)
+    # per row: the dense model's sha256 and one over every metric, count and energy figure
+    hashes = [[t for t in line.split() if re.fullmatch("[0-9a-f]{10}", t)]
+              for line in out.splitlines() if line.startswith("pin-portable@")]
+    assert len(hashes) == 2 and len(hashes[0]) == 2
+    assert hashes[0] == hashes[1]
