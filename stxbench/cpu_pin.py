@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -118,9 +120,25 @@ def needs_restart(pin: CpuPin) -> bool:
 
 def restart(pin: CpuPin, argv: list[str]) -> int:
     """Run ``stxbench ARGV`` again in a fresh process with the pin's environment; its exit code.
-    Output goes straight to this process's terminal."""
+    Its output goes to this process's terminal, or, where Python has redirected ``sys.stdout``
+    or ``sys.stderr`` (a caller capturing the CLI's output), through them once it ends. Ctrl-C
+    reaches the new process from the terminal (it stops and says how to resume) and a SIGTERM
+    sent here is passed on to it; this one waits for it either way."""
     env = {**os.environ, **pin.env()}
-    try:
-        return subprocess.run([sys.executable, "-m", "stxbench", *argv], env=env).returncode
-    except KeyboardInterrupt:
-        return 130
+    cmd = [sys.executable, "-m", "stxbench", *argv]
+    redirected = sys.stdout is not sys.__stdout__ or sys.stderr is not sys.__stderr__
+    pipe = subprocess.PIPE if redirected else None
+    with subprocess.Popen(cmd, env=env, stdout=pipe, stderr=pipe, text=True) as child:
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            handlers = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: child.terminate())}
+        try:
+            out, err = child.communicate()
+        finally:
+            for number, handler in handlers.items():
+                signal.signal(number, handler)
+    if redirected:
+        sys.stdout.write(out)
+        sys.stderr.write(err)
+    return child.returncode
