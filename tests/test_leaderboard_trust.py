@@ -202,6 +202,10 @@ def _bogus_op(data):
     (lambda d: d["metrics"].update(sparsity=0.9), "metrics.sparsity: 0.9 but its matrices give"),
     (lambda d: d["metrics"]["firing_rates"].update({"stem.neurons.0": 1.5}),
      "metrics.firing_rates[stem.neurons.0]: 1.5 is not a fraction in [0, 1]"),
+    (lambda d: d["metrics"].update(test_samples=400, accuracy=d["metrics"]["correct"] / 400),
+     "metrics.test_samples: 400, but the protocol's test split holds 360"),
+    (lambda d: d["counts"].update(samples=100),
+     "counts.samples: 100 (test[:360]), but the protocol counts the first 360 test samples"),
 ])
 def test_per_layer_names_and_figures_must_be_the_models(board, tiny_runs, cli, change, line):
     edit(path_of(board), change)
@@ -368,42 +372,66 @@ def test_reruns_train_each_dense_model_first_then_cover_every_row(tiny_runs):
 # -- a protocol that pins CPU numerics --------------------------------------------------------
 
 
-def pinned_tiny() -> str:
-    from conftest import TINY_PROTOCOL
-
-    return TINY_PROTOCOL.format(dense_epochs=2).replace("cpu_cheap = true", 'cpu_cheap = true\ncpu_pin = "portable-v1"')
+PINNED = """
+name = "pinned"
+cpu_cheap = true
+cpu_pin = "portable-v1"
+seeds = [0, 1]
+[data]
+dataset = "digits"
+[model]
+name = "spikformer-1-16"
+T = 2
+[model.options]
+pools = 2
+[train]
+epochs = 1
+batch_size = 128
+lr = 1e-2
+[finetune]
+epochs = 1
+batch_size = 128
+lr = 1e-3
+[eval]
+batch_size = 360
+"""
 
 
 def test_a_pinned_protocol_runs_under_its_pin_and_reruns_exactly(tmp_path, cli):
     """`stxbench sweep` starts itself again with the pin's environment; the records say so; a
-    re-run (a fresh pinned process) reproduces the clean entry bit for bit and names what an
-    edited dense-model hash with 9 % fewer ACs claims."""
+    re-run (a fresh pinned process each, two at a time) reproduces the clean entry bit for bit
+    and names what an edited dense-model hash with 9 % fewer ACs claims."""
     protocols = tmp_path / "protocols"
     protocols.mkdir()
-    (protocols / "tiny.toml").write_text(pinned_tiny())
-    result = cli("sweep", "--protocol", str(protocols / "tiny.toml"), "--neuron", "lif,plif", "--pruner", "none",
-                 "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "runs"), "--cache-dir",
+    (protocols / "pinned.toml").write_text(PINNED)
+    result = cli("sweep", "--protocol", str(protocols / "pinned.toml"), "--neuron", "lif", "--pruner", "none",
+                 "--seeds", "0,1", "--threads", "1", "--out", str(tmp_path / "runs"), "--cache-dir",
                  str(tmp_path / "cache"), "-q")
     assert result.code == 0, result.stderr
-    records = sorted((tmp_path / "runs").glob("tiny/*/result.json"))
+    records = sorted((tmp_path / "runs").glob("pinned/*/result.json"))
     assert len(records) == 2
     for path in records:
         assert load_record(path).provenance.cpu_numerics == CpuNumerics(
             pin="portable-v1", aten_capability="AVX2", mkl_branch="COMPATIBLE", mkldnn=False)
     root = tmp_path / "leaderboards"
     assert lb(cli, "submit", root, protocols, *map(str, records)).code == 0
-    tampered_past_the_static_checks(cli, root, protocols, PLIF, lambda d: cut_acs(d, 0.91, "0" * 64))
+    clean, tampered = "pinned__lif__none__torch__s0.json", "pinned__lif__none__torch__s1.json"
+    edit(root / "pinned" / "entries" / tampered, lambda d: cut_acs(d, 0.91, "0" * 64))
+    assert cli("leaderboard", "render", "--root", str(root)).code == 0
+    assert lb(cli, "check", root, protocols).code == 0  # consistent with itself
     result = lb(cli, "check", root, protocols, "--rerun", "--jobs", "2")
     assert result.code == 1, result.stderr
+    at = f"leaderboards/pinned/entries/{tampered}: "
     lines = result.stdout.splitlines()
-    assert all(line.startswith(f"{where(PLIF)}: ") for line in lines), lines  # the clean entry reproduces
-    fields = [line.removeprefix(f"{where(PLIF)}: ").split(": ")[0] for line in lines]
+    assert all(line.startswith(at) for line in lines), lines  # the clean entry reproduces
+    fields = [line.removeprefix(at).split(": ")[0] for line in lines]
     assert fields[:3] == ["counts.ac", "energy.mj_per_sample", "provenance.checkpoint_sha256"]
     assert lines[0].endswith("must reproduce exactly (the protocol pins CPU numerics)")
     # an entry that does not say it ran under the pin is refused without a re-run
-    edit(path_of(root, LIF), lambda d: d["provenance"].update(cpu_numerics=None))
+    edit(root / "pinned" / "entries" / clean, lambda d: d["provenance"].update(cpu_numerics=None))
     static = lb(cli, "check", root, protocols)
-    assert f"{where(LIF)}: provenance.cpu_numerics: missing: protocol tiny pins CPU numerics (portable-v1)" in static.stdout
+    assert (f"leaderboards/pinned/entries/{clean}: provenance.cpu_numerics: missing: protocol pinned pins CPU "
+            "numerics (portable-v1)") in static.stdout
 
 
 def test_a_pinned_cpu_run_is_refused_in_a_process_without_the_pin(tmp_path):
@@ -412,8 +440,8 @@ def test_a_pinned_cpu_run_is_refused_in_a_process_without_the_pin(tmp_path):
     from stxbench.runconfig import resolve
     from stxbench.runner import execute
 
-    protocol = tmp_path / "tiny.toml"
-    protocol.write_text(pinned_tiny())
+    protocol = tmp_path / "pinned.toml"
+    protocol.write_text(PINNED)
     host = PluginHost(())
     config = resolve(host, protocol=str(protocol), neuron="lif", pruner="none", backend="torch", seed=0, settings=[],
                      device="cpu", out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")

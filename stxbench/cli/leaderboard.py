@@ -18,6 +18,7 @@ from stxbench.leaderboard.store import DEFAULT_ROOT, Board, Entry, ProtocolLooku
 from stxbench.leaderboard.submit import submit
 from stxbench.leaderboard.verify import Verifier
 from stxbench.provenance import git_commit
+from stxbench.runconfig import resolve_device
 
 leaderboard_app = typer.Typer(
     help="Submit result records to the leaderboard, render its tables and plots, check it.",
@@ -147,8 +148,13 @@ def check_command(
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
     if rerun_budget is not None and not 0 <= rerun_budget <= 7 * 24 * 60:
         raise UsageError(f"--rerun-budget must be between 0 and {7 * 24 * 60} minutes, got {rerun_budget}")
-    if rerun_device != "cpu" and not rerun_device.startswith("cuda"):
-        raise UsageError(f"--rerun-device {rerun_device}: valid devices are cpu, cuda, cuda:N")
+    if rerun_device != "cpu":
+        if rerun_device == "auto":
+            raise UsageError("--rerun-device auto: say cpu, cuda or cuda:N (it decides how re-runs are compared)")
+        try:
+            resolve_device(rerun_device)  # cuda or cuda:N, on a machine that has CUDA
+        except UsageError as exc:
+            raise UsageError(str(exc).replace("--device", "--rerun-device", 1)) from None
     lookup, verifier = _verifier(protocol_dir)
     entries = board.entries()
     selected = []

@@ -1,4 +1,5 @@
-"""The per-layer names a record may hold: those of its protocol's model.
+"""The per-layer names a record may hold: those of its protocol's model (and the sample counts
+its data fix).
 
 A record lists firing rates per neuron layer, statistics per ST-block matrix and op counts per
 module. Each name must be one the protocol's model has, and each at most once, so an entry
@@ -36,6 +37,8 @@ class ModelNames:
     neurons: frozenset[str]  # neuron slots (firing-rate keys)
     matrices: dict[str, tuple[int, int]]  # ST-block matrices and their dense (out, in) shapes
     modules: frozenset[str]  # every module, "(root)" for the model itself
+    test_samples: int  # the dataset's test split
+    count_samples: int  # of those, the ones op counting counts (the protocol's count_samples)
 
     def is_counted_module(self, name: str) -> bool:
         if name in self.modules:
@@ -59,7 +62,9 @@ def build_names(protocol: Protocol, host: PluginHost) -> ModelNames:
         )
     matrices = {name: (m.out_features, m.in_features) for name, m in model.st_matrices().items()}
     modules = frozenset(name or ROOT for name, _ in model.named_modules())
-    return ModelNames(protocol.model.name, frozenset(n for n, _ in model.neuron_slots()), matrices, modules)
+    test = len(splits.test)
+    return ModelNames(protocol.model.name, frozenset(n for n, _ in model.neuron_slots()), matrices, modules,
+                      test, min(protocol.eval.count_samples, test))
 
 
 def _unknown(field: str, names: list[str], what: str) -> Problem:
@@ -82,6 +87,13 @@ def name_problems(record: Record, names: ModelNames) -> list[Problem]:
     neuron layers or matrices the record leaves out."""
     found = []
     m, model = record.metrics, names.model
+    if m.test_samples != names.test_samples:
+        found.append(Problem("metrics.test_samples", f"{m.test_samples}, but the protocol's test split holds "
+                                                     f"{names.test_samples}"))
+    c = record.counts
+    if c is not None and (c.samples, c.subset) != (names.count_samples, f"test[:{names.count_samples}]"):
+        found.append(Problem("counts.samples", f"{c.samples} ({c.subset}), but the protocol counts the first "
+                                               f"{names.count_samples} test samples"))
     rates = list(m.firing_rates)
     unknown = [n for n in rates if n not in names.neurons]
     if unknown:

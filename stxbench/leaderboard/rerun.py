@@ -216,11 +216,16 @@ class Rerunner:
             work = Path(tmp)
             number = {entry.path: i for i, entry in enumerate(entries)}
             results: dict[Path, list[Problem]] = {}
-            with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
-                for wave in schedule(entries, self.commit, self.threads):
-                    for entry, problems in zip(wave, pool.map(lambda e: self.one(e, work, number[e.path]), wave)):
-                        if problems is not None:
-                            results[entry.path] = problems
+            waves = schedule(entries, self.commit, self.threads)
+            for wave in waves:
+                if self.jobs == 1:  # in this thread: in-process re-runs stop at Ctrl-C
+                    found = [self.one(e, work, number[e.path]) for e in wave]
+                else:  # threads that wait for re-run processes
+                    with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+                        found = list(pool.map(lambda e: self.one(e, work, number[e.path]), wave))
+                for entry, problems in zip(wave, found):
+                    if problems is not None:
+                        results[entry.path] = problems
             return results
 
     def command(self, entry: Entry, work: Path, number: int) -> tuple[list[str], dict[str, str], Path]:
