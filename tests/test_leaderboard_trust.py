@@ -346,6 +346,15 @@ def test_a_rerun_budget_lists_what_it_leaves_out(clean_board, tiny_runs, cli):
     assert "re-ran 0 entries in " in result.stderr and ", 2 left out by the budget" in result.stderr
 
 
+def test_an_entry_that_fails_the_static_checks_is_not_rerun(board, tiny_runs, cli):
+    edit(path_of(board), lambda d: d["metrics"]["firing_rates"].update({f"bogus.{i}": 0.1 for i in range(20_000)}))
+    result = lb(cli, "check", board, tiny_runs.protocol_dir, "--rerun-only", LIF)
+    assert result.code == 1
+    assert result.stdout.splitlines()[0].startswith(f"{where()}: metrics.firing_rates: 20000 name(s) that are not ")
+    assert f"not re-run: {LIF}: it fails the checks above\n" in result.stderr
+    assert "re-running" not in result.stderr and "(2 entries in 1 protocol(s), 0 re-run)" in result.stderr
+
+
 def test_reruns_train_each_dense_model_first_then_cover_every_row(tiny_runs):
     from stxbench.leaderboard.rerun import schedule
     from stxbench.leaderboard.store import Entry
@@ -408,6 +417,7 @@ def test_a_pinned_protocol_runs_under_its_pin_and_reruns_exactly(tmp_path, cli):
                  "--seeds", "0,1", "--threads", "1", "--out", str(tmp_path / "runs"), "--cache-dir",
                  str(tmp_path / "cache"), "-q")
     assert result.code == 0, result.stderr
+    assert "[2/2] lif-none-torch-s1: running" in result.stderr  # the pinned process's output, relayed
     records = sorted((tmp_path / "runs").glob("pinned/*/result.json"))
     assert len(records) == 2
     for path in records:

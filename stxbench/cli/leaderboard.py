@@ -171,15 +171,24 @@ def check_command(
     rerunner = Rerunner(lookup, common.STATE.plugins, threads, rerun_device, jobs,
                         budget_s=None if rerun_budget is None else 60 * rerun_budget, commit=git_commit(),
                         on_start=lambda entry: common.err_line(f"re-running {entry.path.name} ..."), on_skip=skip)
-    problems = check_board(board, entries, verifier, rerunner.run, selected)
+    handed: list[Entry] = []
+
+    def rerun_all(chosen: list[Entry]):
+        handed.extend(chosen)
+        return rerunner.run(chosen)
+
+    problems = check_board(board, entries, verifier, rerun_all, selected)
     for line in problems:
         typer.echo(line)
-    summary = (f"{len(entries)} entries in {len(board.protocols())} protocol(s), "
-               f"{len(selected) - len(skipped)} re-run")
-    if selected:
+    for entry in selected:
+        if entry not in handed:
+            common.err_line(f"not re-run: {entry.path.name}: it fails the checks above")
+    ran = len(handed) - len(skipped)
+    summary = f"{len(entries)} entries in {len(board.protocols())} protocol(s), {ran} re-run"
+    if handed:
         left = f", {len(skipped)} left out by the budget" if skipped else ""
-        common.err_line(f"re-ran {len(selected) - len(skipped)} entr{'y' if len(selected) - len(skipped) == 1 else 'ies'} "
-                        f"in {(time.monotonic() - started) / 60:.1f} min{left}")
+        common.err_line(f"re-ran {ran} entr{'y' if ran == 1 else 'ies'} in "
+                        f"{(time.monotonic() - started) / 60:.1f} min{left}")
     if problems:
         common.err_line(f"error: leaderboard check found {len(problems)} problem(s) ({summary})")
         raise typer.Exit(1)

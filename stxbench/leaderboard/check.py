@@ -66,8 +66,11 @@ def check_board(
     rerun: Callable[[list[Entry]], dict[Path, list[Problem]]] | None = None,
     rerun_entries: list[Entry] = (),
 ) -> list[str]:
-    """Every problem found, one line each; ``rerun`` re-runs ``rerun_entries`` (problems by path)."""
+    """Every problem found, one line each; ``rerun`` re-runs ``rerun_entries`` (problems by path),
+    except those the static checks already fail (a re-run could only add lines, at a cost)."""
     lines = entry_problems(board, entries, verifier)
+    failed = {line.split(": ", 1)[0] for line in lines}
+    rerun_entries = [e for e in rerun_entries if board.relative(e.path) not in failed]
     lines += rendered_problems(board)
     if rerun_entries:
         found = rerun(list(rerun_entries))

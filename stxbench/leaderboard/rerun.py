@@ -114,7 +114,7 @@ def _ordered(keys: list[str]) -> list[str]:
              "metrics.firing_rate", "metrics.sparsity", "metrics.params_total", "metrics.params_effective",
              "counts.mac", "counts.ac", "counts.ac_int", "energy.mj_per_sample", CHECKPOINT]
     rank = {key: i for i, key in enumerate(first)}
-    return sorted(keys, key=lambda k: (rank.get(k, len(first)), keys.index(k)))
+    return [k for _, _, k in sorted((rank.get(k, len(first)), i, k) for i, k in enumerate(keys))]
 
 
 def _report(keys: list[str], mine: dict, again: dict, entry: Record, why: str) -> list[Problem]:
