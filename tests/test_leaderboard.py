@@ -284,8 +284,9 @@ def test_a_cpu_rerun_needs_every_figure_exactly(tiny_runs):
     data = entry.model_dump(mode="json")
     data["counts"]["ac"] *= 1.001
     data["metrics"]["firing_rates"]["stem.neurons.0"] *= 1.001
+    data["config"]["surrogate_alpha"] = 4.0  # what the entry says it ran must be what ran
     found = compare_exact(entry, type(entry).model_validate(data), pinned=True)
-    assert [p.field for p in found] == ["counts.ac", "metrics.firing_rates.stem.neurons.0"]
+    assert [p.field for p in found] == ["counts.ac", "config.surrogate_alpha", "metrics.firing_rates.stem.neurons.0"]
     assert found[0].message.endswith("must reproduce exactly (the protocol pins CPU numerics)")
     assert compare_exact(entry, entry, pinned=False) == []
 

@@ -48,9 +48,10 @@ from stxbench.runner import RESULT_FILE
 
 #: differing fields named one per line, per entry; the rest are summed up in one more line
 SHOWN_FIELDS = 12
-#: fields the comparison covers: what a record claims (timing and provenance are about the
-#: machine and the moment, except the dense model's hash)
-CLAIMED = ("metrics", "counts", "energy")
+#: fields the comparison covers: what a record claims, and the protocol and configuration it
+#: claims to have run (timing and provenance are about the machine and the moment, except the
+#: dense model's hash)
+CLAIMED = ("protocol", "config", "metrics", "counts", "energy")
 CHECKPOINT = "provenance.checkpoint_sha256"
 
 
