@@ -70,6 +70,8 @@ _BATCH_NORMS = {
     for name in ("native_batch_norm", "_native_batch_norm_legit_no_training", "_native_batch_norm_legit")
     if hasattr(aten, name)
 }
+#: the ``op`` names a record's counted layers can hold
+COUNTED_OPS = frozenset(packet.__name__ for packet in (*_MATMUL_OPERANDS, *_CONVOLUTIONS))
 # synaptic ops the rule has no counting for yet: a run that uses one fails rather than
 # reporting too few operations
 _UNCOUNTABLE = {

@@ -125,7 +125,7 @@ class EvalSection(_Section):
 
 
 #: protocol fields that do not change what a run computes, left out of its sha256
-NOT_HASHED = {"description", "compile"}
+NOT_HASHED = {"description", "compile", "rerun_rtol"}
 
 
 class Protocol(_Section):
@@ -133,8 +133,12 @@ class Protocol(_Section):
     description: str = ""
     #: runs in minutes on a 2-core CPU; `leaderboard check --rerun` re-runs its entries
     cpu_cheap: bool = False
-    #: largest accuracy difference a re-run may show and still reproduce an entry
+    #: largest accuracy difference a GPU re-run may show and still reproduce an entry (CPU
+    #: re-runs compare exactly: `stxbench.leaderboard.rerun`)
     accuracy_tolerance: float = Field(default=0.01, ge=0, le=1)
+    #: largest relative difference of firing rates, spike-driven op counts and energy a GPU
+    #: re-run may show; a checking setting, not hashed (docs/leaderboard.md: how it was measured)
+    rerun_rtol: float = Field(default=0.10, ge=0, le=1)
     seeds: list[int] = Field(min_length=1)
     data: DataSection
     model: ModelSection
@@ -151,6 +155,10 @@ class Protocol(_Section):
     #: execution setting like ``--threads``, not part of the hash: compiled runs compute what
     #: eager runs compute (bit for bit for LIF and PLIF on the CPU).
     compile: bool = False
+    #: CPU numerics pinned for runs on a CPU (`stxbench.cpu_pin`): the same record on every x86
+    #: CPU kind with AVX2, so re-runs compare exactly. Changes the bits, so it is hashed (and
+    #: keys the dense cache) when set; None runs the fastest kernels of each CPU.
+    cpu_pin: Literal["portable-v1"] | None = None
 
     def _dump(self, **kwargs: Any) -> dict[str, Any]:
         """``model_dump`` without the fields added after protocols were first hashed, where they
@@ -175,13 +183,13 @@ class Protocol(_Section):
     def dense_key(self, seed: int, backend: str) -> str:
         """What the dense checkpoint depends on: data, model, stage-1 recipe, seed, backend.
         Fine-tuning and pruner settings are left out, so they can vary over one cached model."""
-        data = self._dump(include={"data", "model", "train"})
+        data = self._dump(include={"data", "model", "train", "cpu_pin"})
         data.update(seed=seed, backend=backend)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 #: top-level fields added after the first protocols were published, with their defaults
-LATER_TOP_DEFAULTS: dict[str, Any] = {"energy_convention": "stxbench"}
+LATER_TOP_DEFAULTS: dict[str, Any] = {"energy_convention": "stxbench", "cpu_pin": None}
 _LATER_STAGE_DEFAULTS = {
     "min_lr": 0.0, "mixup": 0.0, "mixup_epochs": None, "rand_augment": None,
     "rand_augment_ops": None, "rand_augment_interpolation": "bicubic", "random_erasing": 0.0,

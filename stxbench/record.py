@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -16,7 +17,8 @@ SCHEMA_VERSION = 1
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinity are never a measurement: refused in records built in code, too
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ProtocolInfo(_Strict):
@@ -237,6 +239,15 @@ class ExecutionInfo(_Strict):
     compile: CompileInfo | None = None  # None: eager (no --compile)
 
 
+class CpuNumerics(_Strict):
+    """Which CPU kernels ran (`stxbench.cpu_pin`): what decides the last bits on a CPU."""
+
+    pin: str | None  # the protocol's pin (cpu_pin), None when it pins nothing
+    aten_capability: str  # ATen's vectorised kernels: DEFAULT, AVX2, AVX512, ...
+    mkl_branch: str | None  # MKL's reproducibility branch: OFF (none), COMPATIBLE, ...; None: unknown
+    mkldnn: bool  # oneDNN convolutions on
+
+
 class Provenance(_Strict):
     stxbench: str
     python: str
@@ -246,6 +257,8 @@ class Provenance(_Strict):
     device: str
     threads: int
     execution: ExecutionInfo | None = None  # None only in records older than this field
+    #: None on a GPU and in records older than this field (schema v2 makes it required on CPUs)
+    cpu_numerics: CpuNumerics | None = None
     git_commit: str | None
     plugin_sha256: dict[str, str]
     checkpoint_sha256: str
@@ -285,19 +298,104 @@ def write_record(record: Record, path: Path) -> None:
     atomic_write_text(path, record.model_dump_json(indent=2) + "\n")
 
 
+#: A record of the largest model stxbench builds is a few tens of kB; anything far larger is not
+#: a record (and a leaderboard check must not spend minutes parsing it).
+MAX_RECORD_BYTES = 1 << 20
+#: A record nests five levels deep (counts.layers[i].field); JSON nested deeper is not one.
+MAX_RECORD_DEPTH = 16
+
+
+class _NonFinite:
+    """A NaN or infinity read from the JSON text, kept so its field can be named."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+class _Object(dict):
+    """A JSON object that remembers a key it held twice."""
+
+    duplicate: str | None = None
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object()
+    for key, value in pairs:
+        if key in obj and obj.duplicate is None:
+            obj.duplicate = key
+        obj[key] = value
+    return obj
+
+
+def _float(text: str) -> float | _NonFinite:
+    value = float(text)
+    return value if math.isfinite(value) else _NonFinite(text)  # 1e999 reads as inf
+
+
+def _strict_problem(data: Any) -> str | None:
+    """The first duplicate key, non-finite number or excess depth in parsed JSON, by field."""
+    stack: list[tuple[str, Any, int]] = [("", data, 1)]
+    while stack:
+        where, value, depth = stack.pop()
+        if depth > MAX_RECORD_DEPTH:
+            return f"{where or 'the top level'}: nested deeper than a result record ({MAX_RECORD_DEPTH} levels)"
+        if isinstance(value, _NonFinite):
+            return f"{where}: {value.text} is not a finite number"
+        if isinstance(value, _Object):
+            if value.duplicate is not None:
+                field = f"{where}.{value.duplicate}" if where else value.duplicate
+                return f"{field}: duplicate key (a JSON object may hold a key once)"
+            items = [(f"{where}.{k}" if where else k, v) for k, v in value.items()]
+        elif isinstance(value, list):
+            items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            continue
+        stack.extend((key, item, depth + 1) for key, item in reversed(items))
+    return None
+
+
+def parse_record_json(raw: bytes) -> Any:
+    """Strict JSON for records: UTF-8, no duplicate keys, no NaN or infinity, bounded size and
+    depth. Raises `UsageError` with one line naming the problem (and its field, where it has one)."""
+    if len(raw) > MAX_RECORD_BYTES:
+        raise UsageError(f"{len(raw) / 1e6:.1f} MB; a result record is at most {MAX_RECORD_BYTES >> 20} MiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_object, parse_constant=_NonFinite, parse_float=_float)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"not JSON: {exc.msg} at line {exc.lineno}") from None
+    except RecursionError:
+        raise UsageError(f"not a result record: nested deeper than {MAX_RECORD_DEPTH} levels") from None
+    except ValueError:  # an integer longer than Python converts (4300 digits)
+        raise UsageError("not a result record: holds a number too long to read") from None
+    problem = _strict_problem(data)
+    if problem:
+        raise UsageError(f"not a valid result record: {problem}")
+    return data
+
+
 def load_record(path: str | Path) -> Record:
-    """Read and validate a record; any problem is one `UsageError` line."""
+    """Read and validate a record; any problem is one `UsageError` line starting with the path."""
     path = Path(path)
     try:
-        text = path.read_text()
+        if path.stat().st_size > MAX_RECORD_BYTES:  # before reading it into memory
+            raise UsageError(f"{path}: {path.stat().st_size / 1e6:.1f} MB; a result record is at most "
+                             f"{MAX_RECORD_BYTES >> 20} MiB")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_RECORD_BYTES + 1)
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a folder, not a result record") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: not JSON: {exc.msg} at line {exc.lineno}") from None
+        data = parse_record_json(raw)
+    except UsageError as exc:
+        raise UsageError(f"{path}: {exc}") from None
     try:
         return Record.model_validate(data)
     except ValidationError as exc:

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 import stxbench
-from stxbench import metrics
+from stxbench import cpu_pin, metrics
 from stxbench.api import Backend, DataSplits, NeuronSpec, Surrogate
 from stxbench.augment import stage_augmentation
 from stxbench.checkpoints import (
@@ -49,6 +50,7 @@ from stxbench.provenance import device_name, git_commit, now_utc, sha256_file
 from stxbench.record import (
     ConfigInfo,
     Counts,
+    CpuNumerics,
     ExecutionInfo,
     Metrics,
     NeuronInfo,
@@ -298,8 +300,10 @@ def start_run(config: RunConfig, host: PluginHost, execution: Execution, reporte
     """Threads and seeds, the checkpoint to resume (if any), the data, the device: the `Run`."""
     if config.threads:
         torch.set_num_threads(config.threads)
-    seed_everything(config.seed)
     proto = config.protocol
+    if proto.cpu_pin and config.device == "cpu":
+        cpu_pin.require(cpu_pin.PINS[proto.cpu_pin])
+    seed_everything(config.seed)
     resume = load_run_checkpoint(config)
     if resume is not None and execution.is_main:
         progress = resume["progress"]
@@ -344,34 +348,40 @@ def make_record(run: Run, model: SpikingModel, outcome: Outcome, compiler: Neuro
     config, proto = run.config, run.config.protocol
     final, counts = outcome.final, outcome.counts
     stats = metrics.matrix_stats(model, outcome.shapes)
-    return Record(
-        protocol=ProtocolInfo(
-            name=proto.name, sha256=config.protocol_sha256, official=config.official,
-            overrides=config.overrides,
-        ),
-        config=ConfigInfo(
-            neuron=config.neuron, pruner=config.pruner, pruner_params=config.pruner_params,
-            backend=config.backend, seed=config.seed, dataset=proto.data.dataset,
-            model=proto.model.name, T=proto.model.T, base_neuron=proto.model.base_neuron,
-            surrogate=config.surrogate.name, surrogate_alpha=config.surrogate.alpha,
-            neurons=neuron_infos(run),
-        ),
-        metrics=Metrics(
-            accuracy=final.accuracy, accuracy_dense=outcome.accuracy_dense,
-            accuracy_pruned=outcome.accuracy_pruned, correct=final.correct, test_samples=final.samples,
-            params_total=outcome.params_total, params_effective=metrics.params_effective(model, stats),
-            sparsity=metrics.st_sparsity(stats), firing_rate=outcome.rates.overall(),
-            firing_rates=outcome.rates.per_layer(), matrices=stats,
-        ),
-        counts=counts,
-        energy=energy_of(counts, cost_model(proto.energy_model), proto.energy_convention) if counts else None,
-        energies=all_estimates(counts) if counts else None,
-        timing=Timing(
-            dense_s=outcome.dense_s, finetune_s=outcome.finetune_s, eval_s=final.seconds,
-            samples_per_s=final.samples / final.seconds if final.seconds > 0 else float(final.samples),
-        ),
-        provenance=provenance(run, outcome.checkpoint, compiler),
-    )
+    try:
+        return Record(
+            protocol=ProtocolInfo(
+                name=proto.name, sha256=config.protocol_sha256, official=config.official,
+                overrides=config.overrides,
+            ),
+            config=ConfigInfo(
+                neuron=config.neuron, pruner=config.pruner, pruner_params=config.pruner_params,
+                backend=config.backend, seed=config.seed, dataset=proto.data.dataset,
+                model=proto.model.name, T=proto.model.T, base_neuron=proto.model.base_neuron,
+                surrogate=config.surrogate.name, surrogate_alpha=config.surrogate.alpha,
+                neurons=neuron_infos(run),
+            ),
+            metrics=Metrics(
+                accuracy=final.accuracy, accuracy_dense=outcome.accuracy_dense,
+                accuracy_pruned=outcome.accuracy_pruned, correct=final.correct, test_samples=final.samples,
+                params_total=outcome.params_total, params_effective=metrics.params_effective(model, stats),
+                sparsity=metrics.st_sparsity(stats), firing_rate=outcome.rates.overall(),
+                firing_rates=outcome.rates.per_layer(), matrices=stats,
+            ),
+            counts=counts,
+            energy=energy_of(counts, cost_model(proto.energy_model), proto.energy_convention) if counts else None,
+            energies=all_estimates(counts) if counts else None,
+            timing=Timing(
+                dense_s=outcome.dense_s, finetune_s=outcome.finetune_s, eval_s=final.seconds,
+                samples_per_s=final.samples / final.seconds if final.seconds > 0 else float(final.samples),
+            ),
+            provenance=provenance(run, outcome.checkpoint, compiler),
+        )
+    except ValidationError as exc:  # a NaN or infinite metric: never written as a number
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise RunFailed(f"the run's results are not a valid record: {where}: {first['msg']} "
+                        f"(input {first.get('input')!r})") from None
 
 
 def write_result(run: Run, record: Record) -> None:
@@ -391,6 +401,8 @@ def provenance(run: Run, checkpoint: Path, compiler: NeuronCompiler | None) -> P
         platform=platform.platform(),
         device=device_name(run.device),
         threads=torch.get_num_threads(),
+        cpu_numerics=CpuNumerics(pin=run.config.protocol.cpu_pin, **cpu_pin.current())
+        if run.device.type == "cpu" else None,
         execution=ExecutionInfo(
             precision=execution.precision, world_size=execution.world_size,
             dist_backend=torch.distributed.get_backend() if execution.distributed else None,

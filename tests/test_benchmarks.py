@@ -3,6 +3,7 @@ Their timings are not asserted: targets are read off a quiet machine, never chec
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,8 @@ def run_benchmark(script: str, *args: str, cwd: Path) -> str:
     ("overhead.py", ["--rounds", "1", "--protocol", "{tiny}"], "bare loop"),
     ("pruned_inference.py", ["--rounds", "1", "--no-compile", "--protocol", "{tiny}"], "dsp svd 0.25"),
     ("counting.py", ["--repeats", "1", "--protocol", "{tiny}"], "ratio counted / plain"),
+    ("cpu_determinism.py", ["--speed", "--rounds", "1", "--steps", "1", "--protocol", "{tiny}",
+                            "--variants", "native"], "ms per step"),
 ])
 def test_benchmark_runs_and_prints_its_table(script, args, expected, tiny_protocol, tmp_path):
     args = [arg.format(tiny=tiny_protocol) for arg in args]
@@ -45,3 +48,15 @@ def test_energy_conventions_table_from_records(tiny_runs, tmp_path):
     assert [row.split(" | ")[1] for row in rows] == ["2", "1"]  # lif: seeds 0 and 1 in one row
     assert "(1.00x)" in rows[0]  # the dense lif row is the reference
     assert any(line.startswith("Ranking by stxbench compute") for line in lines)
+
+
+def test_the_cpu_pin_gives_one_record_on_emulated_cpu_kinds(tiny_protocol, tmp_path):
+    """benchmarks/cpu_determinism.py: the same run under the portable-v1 pin on this CPU and on
+    an emulated AVX2-only CPU claims the same figures, bit for bit (docs/leaderboard.md)."""
+    out = run_benchmark("cpu_determinism.py", "--protocol", str(tiny_protocol), "--variants",
+                        "pin-portable@native", "pin-portable@avx2-machine", cwd=tmp_path)
+    # per row: the dense model's sha256 and one over every metric, count and energy figure
+    hashes = [[t for t in line.split() if re.fullmatch("[0-9a-f]{10}", t)]
+              for line in out.splitlines() if line.startswith("pin-portable@")]
+    assert len(hashes) == 2 and len(hashes[0]) == 2
+    assert hashes[0] == hashes[1]

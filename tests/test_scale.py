@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stxbench.execution import Execution, cudnn_settings, derive_seed
-from stxbench.protocol import load_protocol
+from stxbench.protocol import builtin_protocols, load_protocol
 from stxbench.record import load_record
 from stxbench.training import batches, lr_factor, mixup
 
@@ -106,11 +106,20 @@ def test_execution_arguments_are_checked_before_work(cli, tiny_protocol, tmp_pat
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
-def test_protocol_hashes_survive_the_new_fields():
-    digits = load_protocol("digits")
-    # the values main computed before data.options, min_lr and mixup existed
+def test_protocol_hashes_survive_the_new_fields(tmp_path):
+    # digits as it was before it pinned CPU numerics: the values main computed before
+    # data.options, min_lr, mixup, rerun_rtol and cpu_pin existed
+    unpinned = tmp_path / "digits.toml"
+    unpinned.write_text(builtin_protocols()["digits"].read_text().replace('cpu_pin = "portable-v1"', ""))
+    digits = load_protocol(str(unpinned))
+    assert digits.cpu_pin is None
     assert digits.sha256() == "bb645ec4fb298717c2d3f537850f92c24c7286e9cb727d1f7c3c5cbdffa32004"
     assert digits.dense_key(0, "torch") == "a276264d75f2681cb09018f7589334de3bd14021cd088527ced833d489fde702"
+    # the pin changes what a run computes: another hash and another dense model
+    assert load_protocol("digits").sha256() != digits.sha256()
+    assert load_protocol("digits").dense_key(0, "torch") != digits.dense_key(0, "torch")
+    # a checking setting does not change what a run computes
+    assert load_protocol(str(unpinned), {"rerun_rtol": 0.2}).sha256() == digits.sha256()
     assert load_protocol("digits", {"train.mixup": 0.5}).sha256() != digits.sha256()
     assert load_protocol("digits", {"data.options.train_samples": 100}).data.options == {"train_samples": 100}
 

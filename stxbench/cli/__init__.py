@@ -37,6 +37,7 @@ def resume_command(argv: list[str] | None, out_dir) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    common.STATE.argv = tuple(sys.argv[1:] if argv is None else argv)
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # `-p module` finds modules in the current directory, like python -m
     try:

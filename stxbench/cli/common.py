@@ -11,6 +11,7 @@ from stxbench.host import PluginHost
 @dataclass
 class CliState:
     plugins: tuple[str, ...] = ()
+    argv: tuple[str, ...] = ()  # the command line, to start it again (`restart_pinned`)
 
 
 STATE = CliState()
@@ -22,3 +23,18 @@ def host() -> PluginHost:
 
 def err_line(text: str) -> None:
     print(" ".join(text.split()), file=sys.stderr)
+
+
+def restart_pinned(protocol, device: str) -> None:
+    """A CPU run of a protocol that pins CPU numerics needs them set before torch's libraries
+    start: run this very command again in a fresh process with them (`stxbench.cpu_pin`), and
+    exit with its exit code. Nothing to do on a GPU, without a pin, or once they are set."""
+    import typer
+
+    from stxbench import cpu_pin
+
+    if device != "cpu" or protocol.cpu_pin is None:
+        return
+    pin = cpu_pin.PINS[protocol.cpu_pin]
+    if cpu_pin.needs_restart(pin):
+        raise typer.Exit(cpu_pin.restart(pin, list(STATE.argv)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -12,11 +13,13 @@ from stxbench.cli.root import app
 from stxbench.errors import UsageError
 from stxbench.leaderboard.check import check_board
 from stxbench.leaderboard.render import render
-from stxbench.leaderboard.rerun import can_rerun, pick_one, rerun_problems
+from stxbench.leaderboard.changed import changed_entries
+from stxbench.leaderboard.rerun import Rerunner, can_rerun, pick_one
 from stxbench.leaderboard.store import DEFAULT_ROOT, Board, Entry, ProtocolLookup
 from stxbench.leaderboard.submit import submit
 from stxbench.leaderboard.verify import Verifier
 from stxbench.provenance import git_commit
+from stxbench.runconfig import resolve_device
 
 leaderboard_app = typer.Typer(
     help="Submit result records to the leaderboard, render its tables and plots, check it.",
@@ -76,26 +79,41 @@ def render_command(root: Path = typer.Option(DEFAULT_ROOT, "--root", help=ROOT_H
 
 
 def _rerun_selection(
-    entries: list[Entry], lookup: ProtocolLookup, verifier: Verifier, patterns: list[str], one: bool
+    entries: list[Entry], lookup: ProtocolLookup, verifier: Verifier, root: Path, patterns: list[str],
+    every: bool, changed_base: str | None, one: bool, device: str,
 ) -> list[Entry]:
+    """The entries to re-run: every one (--rerun), those matching --rerun-only, those changed
+    since --rerun-changed BASE; and with --rerun-one one more, chosen by the commit among the
+    rest (on its own: one of all). Entries this machine cannot re-run get a line each."""
     loaded = [e for e in entries if e.record is not None]
+    chosen: list[Entry] = []
+    if every:
+        chosen = list(loaded)
     if patterns:
-        loaded = [e for e in loaded if any(fnmatch(e.path.name, p) for p in patterns)]
-        if not loaded:
+        matching = [e for e in loaded if any(fnmatch(e.path.name, p) for p in patterns)]
+        if not matching:
             example = entries[0].path.name if entries else "digits__lif__none__torch__s0.json"
             raise UsageError(f"--rerun-only {' '.join(patterns)}: no entry matches (names look like {example})")
+        chosen += [e for e in matching if e not in chosen]
+    if changed_base is not None:
+        changed = changed_entries(loaded, root, changed_base)
+        common.err_line(f"{len(changed)} entr{'y' if len(changed) == 1 else 'ies'} added or modified since {changed_base}")
+        chosen += [e for e in changed if e not in chosen]
     runnable = []
-    for entry in loaded:
-        reason = can_rerun(entry, lookup, verifier.host)
+    for entry in chosen:
+        reason = can_rerun(entry, lookup, verifier.host, device)
         if reason is None:
             runnable.append(entry)
-        elif not one:
+        else:
             common.err_line(f"not re-run: {entry.path.name}: {reason}")
     if one:
-        chosen = pick_one(runnable, git_commit())
-        if chosen is None:
+        rest = [e for e in loaded if e not in chosen and can_rerun(e, lookup, verifier.host, device) is None]
+        audit = pick_one(rest, git_commit())
+        if audit is not None:
+            common.err_line(f"audit: also re-running {audit.path.name} (chosen by the commit)")
+            runnable.append(audit)
+        elif not chosen:
             common.err_line("not re-run: no entry of a CPU-cheap protocol that this machine can run")
-        return [chosen] if chosen else []
     return runnable
 
 
@@ -105,33 +123,73 @@ def check_command(
     protocol_dir: list[Path] = typer.Option([], "--protocol-dir", metavar="DIR", help=PROTOCOL_DIR_HELP),
     rerun: bool = typer.Option(False, "--rerun", help="Also re-run every entry of a CPU-cheap protocol and compare."),
     rerun_only: list[str] = typer.Option([], "--rerun-only", metavar="PATTERN",
-        help="Re-run only entries whose file name matches this glob (implies --rerun); repeatable."),
+        help="Re-run entries whose file name matches this glob; repeatable."),
+    rerun_changed: str | None = typer.Option(None, "--rerun-changed", metavar="BASE",
+        help="Re-run every entry added or modified since the git revision BASE (committed or not)."),
     rerun_one: bool = typer.Option(False, "--rerun-one",
-        help="Re-run exactly one CPU-cheap entry, chosen by the current git commit (what CI does)."),
+        help="Re-run one more entry, chosen by the current git commit among those not re-run otherwise (CI's audit)."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for re-runs [default: each entry's own]."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Re-runs at a time (each in its own process)."),
+    rerun_device: str = typer.Option("cpu", "--rerun-device",
+        help="cpu (exact comparison) or cuda / cuda:N (GPU protocols; within the protocol's tolerances)."),
+    rerun_budget: float | None = typer.Option(None, "--rerun-budget", metavar="MINUTES",
+        help="Start no re-run after this many minutes; the entries left are listed (one per row first, "
+        "then an order drawn from the commit) [default: no limit]."),
 ) -> None:
-    """Verify every entry (schema, protocol hash, energy from counts, plugin hashes, names,
-    duplicates) and the rendered files. One line per problem; exit code 1 if there is any."""
+    """Verify every entry (schema, strict JSON, protocol hash, per-layer names, metrics that imply
+    each other, energy from counts, plugin hashes, names, duplicates) and the rendered files,
+    and compare re-runs with everything their entries claim. One line per problem; exit code 1
+    if there is any."""
     board = Board(root)
     if not board.root.is_dir():
         raise UsageError(f"--root {root}: no leaderboard folder there")
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
+    if jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {jobs}")
+    if rerun_budget is not None and not 0 <= rerun_budget <= 7 * 24 * 60:
+        raise UsageError(f"--rerun-budget must be between 0 and {7 * 24 * 60} minutes, got {rerun_budget}")
+    if rerun_device != "cpu":
+        if rerun_device == "auto":
+            raise UsageError("--rerun-device auto: say cpu, cuda or cuda:N (it decides how re-runs are compared)")
+        try:
+            resolve_device(rerun_device)  # cuda or cuda:N, on a machine that has CUDA
+        except UsageError as exc:
+            raise UsageError(str(exc).replace("--device", "--rerun-device", 1)) from None
     lookup, verifier = _verifier(protocol_dir)
     entries = board.entries()
     selected = []
-    if rerun or rerun_only or rerun_one:
-        selected = _rerun_selection(entries, lookup, verifier, rerun_only, one=rerun_one and not (rerun or rerun_only))
+    if rerun or rerun_only or rerun_one or rerun_changed is not None:
+        selected = _rerun_selection(entries, lookup, verifier, board.root, rerun_only, rerun, rerun_changed,
+                                    rerun_one, rerun_device)
+    skipped: list[Entry] = []
 
-    def rerun_entry(entry: Entry):
-        common.err_line(f"re-running {entry.path.name} ...")
-        return rerun_problems(entry, lookup, verifier.host, threads)
+    def skip(entry: Entry) -> None:
+        skipped.append(entry)
+        common.err_line(f"not re-run: {entry.path.name}: over the re-run budget of {rerun_budget:g} min")
 
-    problems = check_board(board, entries, verifier, rerun_entry, selected)
+    started = time.monotonic()
+    rerunner = Rerunner(lookup, common.STATE.plugins, threads, rerun_device, jobs,
+                        budget_s=None if rerun_budget is None else 60 * rerun_budget, commit=git_commit(),
+                        on_start=lambda entry: common.err_line(f"re-running {entry.path.name} ..."), on_skip=skip)
+    handed: list[Entry] = []
+
+    def rerun_all(chosen: list[Entry]):
+        handed.extend(chosen)
+        return rerunner.run(chosen)
+
+    problems = check_board(board, entries, verifier, rerun_all, selected)
     for line in problems:
         typer.echo(line)
-    summary = (f"{len(entries)} entries in {len(board.protocols())} protocol(s), "
-               f"{len(selected)} re-run")
+    for entry in selected:
+        if entry not in handed:
+            common.err_line(f"not re-run: {entry.path.name}: it fails the checks above")
+    ran = len(handed) - len(skipped)
+    summary = f"{len(entries)} entries in {len(board.protocols())} protocol(s), {ran} re-run"
+    if handed:
+        left = f", {len(skipped)} left out by the budget" if skipped else ""
+        common.err_line(f"re-ran {ran} entr{'y' if ran == 1 else 'ies'} in "
+                        f"{(time.monotonic() - started) / 60:.1f} min{left}")
     if problems:
         common.err_line(f"error: leaderboard check found {len(problems)} problem(s) ({summary})")
         raise typer.Exit(1)

@@ -107,6 +107,7 @@ def run_command(
         host, protocol=protocol, neuron=neuron, pruner=pruner, backend=backend, seed=seed,
         settings=settings, out_dir=out_dir, options=options, plugins=common.STATE.plugins,
     )
+    common.restart_pinned(config.protocol, config.device)
     if nproc is not None:
         check_before_launch(config, host, nproc)
         code = launch(nproc, config.plugins, child_args(config, protocol, settings, quiet))

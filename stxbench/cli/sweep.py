@@ -138,6 +138,8 @@ def sweep_command(
                              plugins=common.STATE.plugins)
             cells.append(Cell(config, label))
     done = [existing_record(c) for c in cells]  # checked before anything runs
+    if cells:
+        common.restart_pinned(cells[0].config.protocol, cells[0].config.device)
 
     console = Console(stderr=True)
     records: list[Record] = []

@@ -10,6 +10,7 @@ Each problem is one line, ``<file>: <field>: <what is wrong>``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from stxbench.leaderboard import render
 from stxbench.leaderboard.store import Board, Entry, entry_name, identity
@@ -62,12 +63,17 @@ def check_board(
     board: Board,
     entries: list[Entry],
     verifier: Verifier,
-    rerun: Callable[[Entry], list[Problem]] | None = None,
+    rerun: Callable[[list[Entry]], dict[Path, list[Problem]]] | None = None,
     rerun_entries: list[Entry] = (),
 ) -> list[str]:
-    """Every problem found, one line each; re-runs ``rerun_entries`` with ``rerun``."""
+    """Every problem found, one line each; ``rerun`` re-runs ``rerun_entries`` (problems by path),
+    except those the static checks already fail (a re-run could only add lines, at a cost)."""
     lines = entry_problems(board, entries, verifier)
+    failed = {line.split(": ", 1)[0] for line in lines}
+    rerun_entries = [e for e in rerun_entries if board.relative(e.path) not in failed]
     lines += rendered_problems(board)
-    for entry in rerun_entries:
-        lines += [problem.line(board.relative(entry.path)) for problem in rerun(entry)]
+    if rerun_entries:
+        found = rerun(list(rerun_entries))
+        for entry in rerun_entries:
+            lines += [problem.line(board.relative(entry.path)) for problem in found.get(entry.path, [])]
     return lines

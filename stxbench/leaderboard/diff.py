@@ -7,12 +7,17 @@ from typing import Any
 from stxbench.record import Record
 
 
+#: the fields that name a list item, in the order they are joined: a matrix by its name; a
+#: counted layer by module, op and kind(s); an energy estimate by convention, cost model, pricing
+_NAMING_FIELDS = (("name",), ("module", "op", "kind", "a_kind", "b_kind"),
+                  ("convention", "cost_model", "pricing"))
+
+
 def _item_key(item: dict[str, Any], index: int) -> str:
-    """List items keyed by what names them (a matrix, a counted layer), else by position."""
-    if "name" in item:
-        return str(item["name"])
-    if "module" in item:
-        return ":".join(str(item[k]) for k in ("module", "op", "kind") if k in item)
+    """List items keyed by what names them, else by position."""
+    for fields in _NAMING_FIELDS:
+        if fields[0] in item:
+            return ":".join(str(item[k]) for k in fields if k in item)
     return str(index)
 
 
@@ -24,8 +29,13 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
         return out or {prefix: {}}
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         out = {}
+        seen: set[str] = set()
         for index, item in enumerate(value):
-            out.update(flatten(item, f"{prefix}[{_item_key(item, index)}]"))
+            key = _item_key(item, index)
+            if key in seen:  # two items named alike: the position tells them apart
+                key = f"{key}#{index}"
+            seen.add(key)
+            out.update(flatten(item, f"{prefix}[{key}]"))
         return out
     if isinstance(value, list):
         return {prefix: tuple(value)}

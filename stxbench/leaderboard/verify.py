@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from stxbench.conventions import DEFAULT_CONVENTION, NoRawCounts
+from stxbench.cpu_pin import PINS
 from stxbench.energy import cost_model, energy_of, estimate
 from stxbench.errors import UsageError
 from stxbench.host import KINDS, PluginHost, module_sha256
+from stxbench.leaderboard.names import name_problems, names_for
+from stxbench.leaderboard.problem import Problem
 from stxbench.leaderboard.store import ProtocolLookup
 from stxbench.record import Record
 
@@ -26,15 +28,6 @@ from stxbench.record import Record
 #: the same expressions, so in practice they agree exactly; the margin only absorbs summation
 #: order, e.g. per-layer counts summed in another order)
 REL_TOL = 1e-9
-
-
-@dataclass(frozen=True)
-class Problem:
-    field: str
-    message: str
-
-    def line(self, where: str) -> str:
-        return f"{where}: {self.field}: {self.message}"
 
 
 def _close(a: float, b: float) -> bool:
@@ -71,9 +64,35 @@ class Verifier:
             return [Problem("protocol.name", str(exc))]
         found = self._official(record, protocol)
         found += self._metrics(record)
+        found += self._names(record, protocol)
         found += self._energy(record, protocol.energy_model, protocol.energy_convention)
         found += self._plugins(record)
+        found += self._numerics(record, protocol)
         return found
+
+    def _numerics(self, record: Record, protocol) -> list[Problem]:
+        """An entry of a protocol that pins CPU numerics was run on a CPU, under the pin."""
+        if protocol.cpu_pin is None:
+            return []
+        pin = PINS[protocol.cpu_pin]
+        n = record.provenance.cpu_numerics
+        wanted = {"pin": pin.id, "aten_capability": pin.aten_capability.upper(),
+                  "mkl_branch": pin.mkl_cbwr.split(",")[0], "mkldnn": pin.mkldnn}
+        if n is None:
+            return [Problem("provenance.cpu_numerics", f"missing: protocol {protocol.name} pins CPU numerics "
+                            f"({pin.id}), so its entries are CPU runs made under the pin (this one was made on "
+                            "a GPU or by an older stxbench); re-run it and submit with --replace")]
+        for key, value in wanted.items():
+            if getattr(n, key) != value:
+                return [Problem(f"provenance.cpu_numerics.{key}", f"{getattr(n, key)!r}, but protocol "
+                                f"{protocol.name}'s pin {pin.id} runs {value!r}; re-run it and submit with --replace")]
+        return []
+
+    def _names(self, record: Record, protocol) -> list[Problem]:
+        names = names_for(protocol, self.host)
+        if isinstance(names, str):  # cannot build the model here: the names go unchecked
+            return []
+        return name_problems(record, names)
 
     def _official(self, record: Record, protocol) -> list[Problem]:
         found = []
@@ -119,6 +138,8 @@ class Verifier:
         return []
 
     def _metrics(self, record: Record) -> list[Problem]:
+        """What the metrics imply about each other: accuracies are whole images, sparsity and
+        the per-matrix figures follow from the matrix counts, rates are fractions."""
         m = record.metrics
         found = []
         if m.correct > m.test_samples:
@@ -126,6 +147,41 @@ class Verifier:
         elif not _close(m.accuracy, m.correct / m.test_samples):
             found.append(Problem("metrics.accuracy", f"{m.accuracy!r} is not correct/test_samples = "
                                  f"{m.correct}/{m.test_samples} = {m.correct / m.test_samples!r}"))
+        for key in ("accuracy_dense", "accuracy_pruned"):
+            images = getattr(m, key) * m.test_samples
+            if abs(images - round(images)) > 1e-6:
+                found.append(Problem(f"metrics.{key}", f"{getattr(m, key)!r} is not a whole number of the "
+                                     f"{m.test_samples} test samples"))
+        for name, rate in m.firing_rates.items():
+            if not 0.0 <= rate <= 1.0:
+                found.append(Problem(f"metrics.firing_rates[{name}]", f"{rate!r} is not a fraction in [0, 1]"))
+        rates = [r for r in m.firing_rates.values() if 0.0 <= r <= 1.0]
+        if rates and not min(rates) * (1 - REL_TOL) <= m.firing_rate <= max(rates) * (1 + REL_TOL):
+            found.append(Problem("metrics.firing_rate", f"{m.firing_rate!r} is not a mean of the per-layer "
+                                 f"rates (they range from {min(rates)!r} to {max(rates)!r})"))
+        found += self._matrices(record)
+        return found
+
+    def _matrices(self, record: Record) -> list[Problem]:
+        m = record.metrics
+        found = []
+        for stat in m.matrices:
+            where = f"metrics.matrices[{stat.name}]"
+            out_f, in_f = stat.shape
+            if stat.dense != out_f * in_f:
+                found.append(Problem(f"{where}.dense", f"{stat.dense} but its shape {list(stat.shape)} holds {out_f * in_f}"))
+            elif stat.nonzero > min(stat.params, stat.dense):
+                found.append(Problem(f"{where}.nonzero", f"{stat.nonzero} nonzero weights of {stat.params} stored "
+                                     f"({stat.dense} dense)"))
+            elif not _close(stat.sparsity, 1.0 - stat.nonzero / stat.dense):
+                found.append(Problem(f"{where}.sparsity", f"{stat.sparsity!r} is not 1 - nonzero/dense = "
+                                     f"{1.0 - stat.nonzero / stat.dense!r}"))
+        dense = sum(stat.dense for stat in m.matrices)
+        if dense > 0 and not found:
+            sparsity = 1.0 - sum(stat.nonzero for stat in m.matrices) / dense
+            if not math.isclose(m.sparsity, sparsity, rel_tol=REL_TOL, abs_tol=1e-12):
+                found.append(Problem("metrics.sparsity", f"{m.sparsity!r} but its matrices give "
+                                     f"1 - nonzero/dense = {sparsity!r}"))
         return found
 
     def _energy(self, record: Record, protocol_model: str, protocol_convention: str) -> list[Problem]:
