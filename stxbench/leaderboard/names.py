@@ -40,20 +40,23 @@ class ModelNames:
     test_samples: int  # the dataset's test split
     count_samples: int  # of those, the ones op counting counts (the protocol's count_samples)
 
-    def is_counted_module(self, name: str) -> bool:
-        if name in self.modules:
-            return True
+    def _in_a_matrix(self, name: str) -> bool:
+        """``<matrix>.<child>``: a module a pruner put inside an ST-block matrix it replaced
+        (a low-rank pair's factors, DSP's bottleneck neuron)."""
         parent, _, child = name.rpartition(".")
         return parent in self.matrices and bool(_CHILD.fullmatch(child))
+
+    def is_counted_module(self, name: str) -> bool:
+        return name in self.modules or self._in_a_matrix(name)
+
+    def is_neuron(self, name: str) -> bool:
+        return name in self.neurons or self._in_a_matrix(name)
 
 
 def build_names(protocol: Protocol, host: PluginHost) -> ModelNames:
     """The names of the protocol's model; `UsageError` if it cannot be built here (its data are
     not on this machine, its model family is not installed)."""
-    dataset = host.dataset(protocol.data.dataset)
-    if dataset.needs_root:
-        raise UsageError(f"its dataset {protocol.data.dataset} needs a data folder")
-    splits = load_splits(protocol, host, None)
+    splits = load_splits(protocol, host, None)  # a dataset that needs a folder refuses: UsageError
     family_name, _, size = protocol.model.name.partition("-")
     with torch.device("meta"):
         model = host.model_family(family_name).build(
@@ -95,7 +98,7 @@ def name_problems(record: Record, names: ModelNames) -> list[Problem]:
         found.append(Problem("counts.samples", f"{c.samples} ({c.subset}), but the protocol counts the first "
                                                f"{names.count_samples} test samples"))
     rates = list(m.firing_rates)
-    unknown = [n for n in rates if n not in names.neurons]
+    unknown = [n for n in rates if not names.is_neuron(n)]
     if unknown:
         found.append(_unknown("metrics.firing_rates", unknown, f"neuron layers of {model}"))
     missing = sorted(names.neurons - set(rates))
@@ -128,6 +131,37 @@ def name_problems(record: Record, names: ModelNames) -> list[Problem]:
         keys = [f"{layer.module}:{layer.op}:{layer.kind}" for layer in layers]
         if _duplicates(keys):
             found.append(Problem("counts.layers", f"lists {_duplicates(keys)[0]} more than once"))
+        found += _raw_count_problems(record.counts, names)
+    return found
+
+
+def _raw_count_problems(counts, names: ModelNames) -> list[Problem]:
+    """The raw per-op, BatchNorm and neuron rows (`stxbench.conventions`) name the model's own
+    modules, ops and neuron layers, each row once."""
+    found = []
+    model = names.model
+    ops = counts.ops or []
+    unknown = [row.module for row in ops if not names.is_counted_module(row.module)]
+    if unknown:
+        found.append(_unknown("counts.ops", unknown, f"modules of {model}"))
+    bad_ops = [row.op for row in ops if row.op not in COUNTED_OPS]
+    if bad_ops:
+        found.append(_unknown("counts.ops", bad_ops, "ops that op counting counts"))
+    dup = _duplicates([f"{r.module}:{r.op}:{r.a_kind}:{r.b_kind}" for r in ops])
+    if dup:
+        found.append(Problem("counts.ops", f"lists {dup[0]} more than once"))
+    bns = [row.module for row in counts.batchnorm or []]
+    unknown = [n for n in bns if n not in names.modules]
+    if unknown:
+        found.append(_unknown("counts.batchnorm", unknown, f"modules of {model}"))
+    if _duplicates(bns):
+        found.append(Problem("counts.batchnorm", f"lists {_duplicates(bns)[0]} more than once"))
+    neurons = [row.module for row in counts.neurons or []]
+    unknown = [n for n in neurons if not names.is_neuron(n)]
+    if unknown:
+        found.append(_unknown("counts.neurons", unknown, f"neuron layers of {model}"))
+    if _duplicates(neurons):
+        found.append(Problem("counts.neurons", f"lists {_duplicates(neurons)[0]} more than once"))
     return found
 
 

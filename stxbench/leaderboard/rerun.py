@@ -351,16 +351,16 @@ def rerun_record(entry_path: Path, protocol_source: str, cache_dir: Path, out_di
     """Run the entry's configuration again (what the re-run process does)."""
     from stxbench.runconfig import resolve, resolve_pruner_params
     from stxbench.runner import execute
+    from stxbench.runoptions import RunOptions
 
     record = load_record(entry_path)
     c, p = record.config, record.provenance
     host = PluginHost(plugins)
     compiled = p.execution is not None and p.execution.compile is not None
-    config = resolve(
-        host, protocol=protocol_source, neuron=c.neuron, pruner=c.pruner, backend=c.backend, seed=c.seed,
-        settings=[], device=device, out_dir=out_dir, cache_dir=cache_dir, threads=threads or p.threads,
-        plugins=plugins, precision=p.execution.precision if p.execution else "auto", compile=compiled,
-    )
+    options = RunOptions(device=device, cache_dir=cache_dir, threads=threads or p.threads, compile=compiled,
+                         precision=p.execution.precision if p.execution else "auto")
+    config = resolve(host, protocol=protocol_source, neuron=c.neuron, pruner=c.pruner, backend=c.backend,
+                     seed=c.seed, settings=[], out_dir=out_dir, options=options, plugins=plugins)
     params = resolve_pruner_params(host, config.protocol, c.pruner, c.pruner_params)
     config = dataclasses.replace(config, pruner_params=params)
     return execute(config, host, warn=lambda line: None)
