@@ -7,7 +7,8 @@
 plugin host, protocol resolution, dense training (a fresh cache each round, so it trains),
 evaluations before and after pruning, neuron swap, fine-tuning, the timed evaluation with
 firing-rate hooks, op counting (or not: ``--no-counts``), record, checkpoint, and rich progress
-bars drawn into a string. The bare loop builds the same Spikformer on the same data and trains it
+bars drawn into a string; a fourth variant turns the neuron contract checks off (the shape and
+dtype check of every neuron call, the spike check of each stage's first batch), to show their cost. The bare loop builds the same Spikformer on the same data and trains it
 for the same steps (AdamW, the protocol's learning rates, warm-up and cosine schedule), then
 evaluates once. Rounds alternate the three variants; the table gives medians and the overhead
 (stxbench / bare - 1), split into training (the record's dense_s + finetune_s against the bare
@@ -49,6 +50,23 @@ def stxbench_run(protocol: str, settings: list[str], counts: bool, threads: int,
     total = time.perf_counter() - start
     train = record.timing.dense_s + record.timing.finetune_s
     return {"total": total, "train": train, "rest": total - train, "accuracy": record.metrics.accuracy}
+
+
+def unchecked(run):
+    """``run()`` with the neuron contract checks off (`NeuronSlot.forward` as it was before
+    them: ``impl(x)``; no spike check on each stage's first batch): their cost, side by side."""
+    import contextlib
+
+    from stxbench import training
+    from stxbench.models.base import NeuronSlot
+
+    checked_forward, checking = NeuronSlot.forward, training.checking_spikes
+    NeuronSlot.forward = lambda self, x: self.impl(x)
+    training.checking_spikes = lambda model: contextlib.nullcontext()
+    try:
+        return run()
+    finally:
+        NeuronSlot.forward, training.checking_spikes = checked_forward, checking
 
 
 def bare_loop(protocol: str, settings: list[str]) -> dict:
@@ -112,6 +130,8 @@ def main() -> None:
         "bare loop": lambda folder: bare_loop(args.protocol, settings),
         "stxbench run": lambda folder: stxbench_run(args.protocol, settings, True, args.threads, folder),
         "stxbench run --no-counts": lambda folder: stxbench_run(args.protocol, settings, False, args.threads, folder),
+        "--no-counts, unchecked neuron slots": lambda folder: unchecked(
+            lambda: stxbench_run(args.protocol, settings, False, args.threads, folder)),
     }
     results: dict[str, list[dict]] = {name: [] for name in variants}
     for r in range(rounds):

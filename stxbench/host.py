@@ -17,6 +17,7 @@ import pluggy
 
 from stxbench import api, hookspecs
 from stxbench.errors import UsageError, one_line, unknown_choice
+from stxbench.signals import from_plugin
 
 ENTRY_POINT_GROUP = "stxbench"
 
@@ -73,6 +74,15 @@ def module_sha256(module: ModuleType | None) -> dict[str, str]:
     }
 
 
+def _where(exc: BaseException, always: bool = False) -> str:
+    """`` (file.py:line)`` of the innermost frame that raised ``exc``: always, or for what
+    plugin code hardly raises by mistake (``sys.exit()``, ``KeyboardInterrupt``)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames or (isinstance(exc, Exception) and not always):
+        return ""
+    return f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})"
+
+
 class PluginHost:
     """Loads plugins from the ``stxbench`` entry-point group and from ``-p`` modules."""
 
@@ -101,12 +111,24 @@ class PluginHost:
                 continue
             try:
                 module = ep.load()
-            except Exception as exc:  # a broken third-party plugin must not break the host
-                self.failures.append(PluginFailure(ep.name, f"import failed: {one_line(exc)}"))
+                self._register(module, ep.name)
+            except BaseException as exc:  # a broken third-party plugin must not break the host
+                if not from_plugin(exc):
+                    raise
+                self.failures.append(PluginFailure(ep.name, f"import failed: {one_line(exc)}{_where(exc)}"))
                 continue
-            self.pm.register(module, name=ep.name)
             if ep.dist is not None and ep.dist.name == "stxbench":
                 self._builtin.add(ep.name)
+
+    def _register(self, module: ModuleType, name: str) -> None:
+        """Register ``module`` under ``name``; one already registered (an installed plugin also
+        named with ``-p``) is left as it is."""
+        if self.pm.is_registered(module):
+            return
+        try:
+            self.pm.register(module, name=name)
+        except (ValueError, pluggy.PluginValidationError) as exc:  # a hook of the wrong signature
+            raise RuntimeError(one_line(exc).removeprefix("PluginValidationError: ")) from None
 
     def _load_module(self, name: str) -> None:
         """``-p module``: the user asked for it explicitly, so failing to import is an error."""
@@ -120,9 +142,14 @@ class PluginHost:
                     f"-p {name}: no module named '{name}' on sys.path (cwd is {Path.cwd()})"
                 ) from None
             raise UsageError(f"-p {name}: import failed: {one_line(exc)}") from None
-        except Exception as exc:
-            raise UsageError(f"-p {name}: import failed: {one_line(exc)}") from None
-        self.pm.register(module, name=name)
+        except BaseException as exc:
+            if not from_plugin(exc):
+                raise
+            raise UsageError(f"-p {name}: import failed: {one_line(exc)}{_where(exc)}") from None
+        try:
+            self._register(module, name)
+        except RuntimeError as exc:
+            raise UsageError(f"-p {name}: {exc}") from None
 
     def _collect(self) -> None:
         for kind, (hook_name, expected_type) in KINDS.items():
@@ -132,9 +159,11 @@ class PluginHost:
                 plugin_name = impl.plugin_name
                 try:
                     produced = impl.function()
-                except Exception as exc:
+                except BaseException as exc:
+                    if not from_plugin(exc):
+                        raise
                     self.failures.append(
-                        PluginFailure(plugin_name, f"{hook_name} raised {one_line(exc)}")
+                        PluginFailure(plugin_name, f"{hook_name} raised {one_line(exc)}{_where(exc)}")
                     )
                     continue
                 if not isinstance(produced, (list, tuple)):
@@ -247,11 +276,12 @@ class PluginHost:
                 continue
             try:
                 impl.function(**{k: kwargs[k] for k in impl.argnames})
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise  # Ctrl-C, or a plugin asking to stop: the run is interrupted, checkpoint kept
+            except (Exception, SystemExit) as exc:
                 self._muted_observers.add(key)
-                tb = traceback.extract_tb(exc.__traceback__)[-1]
                 warnings.append(
-                    f"observer {impl.plugin_name}.{hook_name} raised {one_line(exc)} "
-                    f"({Path(tb.filename).name}:{tb.lineno}); it is left out for the rest of the run"
+                    f"observer {impl.plugin_name}.{hook_name} raised {one_line(exc)}{_where(exc, always=True)}; "
+                    "it is left out for the rest of the run"
                 )
         return warnings
