@@ -100,6 +100,28 @@ def _holder(fd: int) -> str:
     return ""
 
 
+def _in_use(option: str, folder: Path, holder: str) -> UsageError:
+    return UsageError(f"{option} {folder} is in use by another run{holder}; wait for it to finish or "
+                      f"choose another {option}")
+
+
+def check_not_in_use(folder: Path, option: str = "--out") -> None:
+    """Refuse a folder a running run holds (`run_lock`), without taking it: for commands that
+    check every run before the first starts (a sweep)."""
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR)
+    except OSError:
+        return  # no lock file (or no folder): nobody holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        raise _in_use(option, folder, _holder(fd)) from None
+    finally:
+        os.close(fd)  # closing drops the lock, if this took it
+
+
 @contextlib.contextmanager
 def run_lock(folder: Path, option: str = "--out") -> Iterator[None]:
     """Hold ``<folder>/run.lock`` for the duration of a run: a second run into the same folder
@@ -121,10 +143,7 @@ def run_lock(folder: Path, option: str = "--out") -> Iterator[None]:
                 holder = _holder(fd)
                 os.close(fd)
                 fd = None
-                raise UsageError(
-                    f"{option} {folder} is in use by another run{holder}; wait for it to finish or "
-                    f"choose another {option}"
-                ) from None
+                raise _in_use(option, folder, holder) from None
             # the holder before us may have removed the file while we opened it: lock the file
             # that is there now, or two runs would each hold a lock on a different one
             try:

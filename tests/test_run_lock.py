@@ -106,3 +106,13 @@ def test_a_lock_held_in_the_same_process_blocks_too(tmp_path):
             with run_lock(tmp_path / "out"):
                 pass
         assert (tmp_path / "out" / LOCK_FILE).exists()  # the refused one removed nothing
+
+
+def test_a_sweep_refuses_a_folder_in_use_before_its_first_run(tiny_protocol, tmp_path, cli):
+    cell = tmp_path / "sweep" / "tiny" / "lif-none-torch-s1"
+    with run_lock(cell):
+        result = cli("sweep", "--protocol", str(tiny_protocol), "--out", str(tmp_path / "sweep"),
+                     "--cache-dir", str(tmp_path / "cache"), "-q")
+    assert result.code == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: --out {cell} is in use by another run (process {os.getpid()})")
+    assert not (tmp_path / "cache").exists()  # seed 0 did not run either

@@ -23,6 +23,7 @@ from stxbench.cli.root import app
 from stxbench.cli.options import ProtocolOption, QuietOption, SettingsOption, with_run_options
 from stxbench.cli.run import RichReporter
 from stxbench.errors import UsageError
+from stxbench.paths import check_not_in_use
 from stxbench.protocol import DEFAULT_PROTOCOL, load_protocol
 from stxbench.record import Record, load_record
 from stxbench.runconfig import RunConfig, check_seed, resolve, split_settings
@@ -144,6 +145,9 @@ def sweep_command(
                              plugins=common.STATE.plugins)
             cells.append(Cell(config, label))
     done = [existing_record(c) for c in cells]  # checked before anything runs
+    for cell, record in zip(cells, done):
+        if record is None:
+            check_not_in_use(cell.config.out_dir)
 
     console = Console(stderr=True)
     records: list[Record] = []
