@@ -278,7 +278,7 @@ class PluginHost:
                 impl.function(**{k: kwargs[k] for k in impl.argnames})
             except KeyboardInterrupt:
                 raise  # Ctrl-C, or a plugin asking to stop: the run is interrupted, checkpoint kept
-            except (Exception, SystemExit) as exc:
+            except BaseException as exc:  # sys.exit() included: an observer never ends a run
                 self._muted_observers.add(key)
                 warnings.append(
                     f"observer {impl.plugin_name}.{hook_name} raised {one_line(exc)}{_where(exc, always=True)}; "

@@ -287,11 +287,11 @@ def execute(
         raise RunFailed(f"backend '{config.backend}' (plugin '{backend.plugin}'): {exc}") from None
     except (UsageError, RunFailed):
         raise
-    except (Exception, SystemExit) as exc:
+    except BaseException as exc:  # sys.exit() and other BaseExceptions of plugin code included
         culprit = host.blame(exc)
         if culprit is not None:
             raise RunFailed(culprit) from None
-        if isinstance(exc, SystemExit):  # whoever called it, a run does not end with exit code 0
+        if not isinstance(exc, Exception):  # whoever raised it, a run does not end with exit code 0
             raise RunFailed(f"the run was stopped by {one_line(exc)}{_where(exc)}") from None
         if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
             raise RunFailed(f"out of memory: {one_line(exc)[:200]}; lower the batch size or the model "

@@ -54,8 +54,7 @@ def signals_as_interrupts() -> Iterator[None]:
 
 
 def from_plugin(exc: BaseException) -> bool:
-    """Whether plugin code's exception is that plugin's failure, to be contained: any
-    `Exception`, a ``sys.exit()``, or a ``KeyboardInterrupt`` it raised itself (not a signal)."""
-    if isinstance(exc, SignalInterrupt):
-        return False
-    return isinstance(exc, (Exception, SystemExit, KeyboardInterrupt))
+    """Whether plugin code's exception is that plugin's failure, to be contained: anything it
+    raised, ``sys.exit()`` and ``KeyboardInterrupt`` included, but not a signal that reached the
+    process while it ran."""
+    return not isinstance(exc, SignalInterrupt)

@@ -104,6 +104,16 @@ def test_sys_exit_in_plugin_code_before_or_during_a_run_fails_it_with_one_line(t
                              f"sys.exit(0) (bi_exit_pruner.py:{line})\n")
 
 
+def test_a_base_exception_from_plugin_code_fails_the_run_with_one_line(tiny_protocol, tmp_path, plugins, cli):
+    plugins("bi_base_pruner")
+    result = cli("-p", "bi_base_pruner", *run_args(tiny_protocol, tmp_path / "out", tmp_path / "cache"),
+                 "--pruner", "bi-base")
+    line = line_of("bi_base_pruner", 'raise Stop("pruning abandoned")')
+    assert result.code == 1
+    assert result.stderr == ("error: pruner 'bi-base' (plugin 'bi_base_pruner') failed: Stop: pruning abandoned "
+                             f"(bi_base_pruner.py:{line})\n")
+
+
 def test_p_naming_an_installed_plugin_module_is_accepted(tiny_protocol, tmp_path, cli):
     listed = cli("-p", "stxbench_neuron_lif", "list", "neurons")
     assert listed.code == 0 and listed.stderr == ""

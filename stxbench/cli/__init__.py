@@ -25,7 +25,7 @@ from stxbench.cli import (  # noqa: F401  (each command module registers its com
     sweep,
 )
 from stxbench.cli.root import app
-from stxbench.errors import RunFailed, RunInterrupted, UsageError
+from stxbench.errors import RunFailed, RunInterrupted, UsageError, one_line
 from stxbench.signals import SignalInterrupt, signals_as_interrupts
 
 __all__ = ["app", "main"]
@@ -39,12 +39,16 @@ def resume_command(argv: list[str] | None, out_dir) -> str:
     return shlex.join(["stxbench", *args])
 
 
+def where(exc: BaseException) -> str:
+    """`` at file.py:line`` of the innermost frame that raised ``exc``."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+
+
 def foreign_exit(exc: SystemExit) -> str:
     """One line for a ``sys.exit()`` that escaped the command: stxbench's commands return their
     exit code, so this came from code it called (a plugin), named by its innermost frame."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
-    return f"error: stopped by sys.exit({exc.code!r}){where}, in code stxbench called (a plugin?)"
+    return f"error: stopped by sys.exit({exc.code!r}){where(exc)}, in code stxbench called (a plugin?)"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,12 +76,17 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         # click's usage errors (typer vendors click in recent versions, so match by shape)
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
-            raise
+            raise  # a bug of stxbench's own: keep the traceback
         hint = ""
         ctx = getattr(exc, "ctx", None)
         if ctx is not None:
             hint = f" (see '{ctx.command_path} --help')"
         common.err_line(f"error: {exc.format_message()}{hint}".replace("\n", " "))
         sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except BaseException as exc:  # not an Exception: raised by code stxbench called
+        common.err_line(f"error: stopped by {one_line(exc)}{where(exc)}, in code stxbench called (a plugin?)")
+        sys.exit(1)
     if isinstance(code, int) and code:
         sys.exit(code)
