@@ -98,6 +98,23 @@ SOURCES = {
         def stxbench_add_pruners():
             return [Exiting()]
         """,
+    "bi_base_pruner": """
+        from stxbench.api import Pruner, hookimpl
+
+        class Stop(BaseException):
+            pass
+
+        class Stopping(Pruner):
+            name = "bi-base"
+            summary = "raises a BaseException that is not an Exception"
+
+            def prune(self, model, params):
+                raise Stop("pruning abandoned")
+
+        @hookimpl
+        def stxbench_add_pruners():
+            return [Stopping()]
+        """,
     "bi_stopper": """
         from stxbench.api import hookimpl
 
