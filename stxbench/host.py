@@ -237,6 +237,15 @@ class PluginHost:
     def is_builtin(self, plugin: str) -> bool:
         return plugin in self._builtin
 
+    def owner(self, path: str | Path) -> Component | None:
+        """The component whose plugin's source holds the file ``path`` (first-party included)."""
+        target = Path(path).resolve()
+        for registry in self.components.values():
+            for comp in registry.values():
+                if any(p.resolve() == target for p in module_files(comp.module)):
+                    return comp
+        return None
+
     def blame(self, exc: BaseException) -> str | None:
         """One line naming the third-party plugin whose code raised ``exc`` (innermost frame
         first), or None when no third-party plugin is in the traceback: a bug of stxbench's own

@@ -18,18 +18,21 @@ from stxbench.provenance import numerics_device, stxbench_sha256
 from stxbench.runconfig import RunConfig
 
 
-def used_components(config: RunConfig, host: PluginHost) -> list[Component]:
-    """The components a run uses: dataset, model, base neuron and backend (stage 1), then the
-    fine-tuning neuron and the pruner."""
+def stage_one_components(config: RunConfig, host: PluginHost) -> list[Component]:
+    """The components the dense stage runs: dataset, model, base neuron, backend."""
     proto = config.protocol
     return [
         host.get("dataset", proto.data.dataset),
         host.get("model", proto.model.name.partition("-")[0]),
         host.get("neuron", proto.model.base_neuron),
         host.get("backend", config.backend),
-        host.get("neuron", config.neuron),
-        host.get("pruner", config.pruner),
     ]
+
+
+def used_components(config: RunConfig, host: PluginHost) -> list[Component]:
+    """The components a run uses: those of stage 1, the fine-tuning neuron and the pruner."""
+    return [*stage_one_components(config, host), host.get("neuron", config.neuron),
+            host.get("pruner", config.pruner)]
 
 
 def code_sha256(host: PluginHost, components: list[Component]) -> str:
@@ -51,8 +54,7 @@ def dense_bits(config: RunConfig, host: PluginHost, numerics: dict[str, Any], ba
     """What the dense model's cache key holds besides the protocol's stage 1, the seed and the
     backend: the run's numerics with the code narrowed to what stage 1 runs (so runs of other
     pruners and fine-tuning neurons share the model), the precision and the library versions."""
-    stage_one = used_components(config, host)[:4]  # dataset, model, base neuron, backend
     return {
-        **numerics, "code": code_sha256(host, stage_one), "precision": config.precision,
+        **numerics, "code": code_sha256(host, stage_one_components(config, host)), "precision": config.precision,
         "torch": torch.__version__, "library": backend.library_version(),
     }

@@ -282,9 +282,9 @@ def execute(
             "(--set train.batch_size=..., which makes the run unofficial)",
             config.out_dir, last[0] if last else None, exit_code=1,
         ) from None
-    except NeuronOutputError as exc:
-        backend = host.get("backend", config.backend)
-        raise RunFailed(f"backend '{config.backend}' (plugin '{backend.plugin}'): {exc}") from None
+    except NeuronOutputError as exc:  # blamed on the plugin whose file holds the module
+        owner = (exc.source and host.owner(exc.source)) or host.get("backend", config.backend)
+        raise RunFailed(f"{owner.kind} '{owner.name}' (plugin '{owner.plugin}'): {exc}") from None
     except (UsageError, RunFailed):
         raise
     except BaseException as exc:  # sys.exit() and other BaseExceptions of plugin code included

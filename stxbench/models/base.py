@@ -28,20 +28,22 @@ class NeuronOutputError(RunFailed):
 
     def __init__(self, slot: NeuronSlot, problem: str):
         impl = type(slot.impl)
-        self.site, self.module, self.location = slot.site.name, impl.__qualname__, _source_of(impl)
+        self.site, self.module = slot.site.name, impl.__qualname__
+        #: the module's source file (to find the plugin it belongs to) and ``file.py:line``
+        self.source, self.location = _source_of(impl)
         super().__init__(f"its neuron module {self.module} ({self.location}) {problem} at neuron layer "
                          f"'{self.site}'; a backend's neurons must return 0.0/1.0 spikes of their input's shape "
                          "and dtype")
 
 
-def _source_of(cls: type) -> str:
-    """``file.py:line`` of a class's ``forward`` (or of the class)."""
+def _source_of(cls: type) -> tuple[str | None, str]:
+    """The file of a class's ``forward`` (or of the class), and its ``file.py:line``."""
     target = getattr(cls, "forward", cls)
     try:
         path, line = inspect.getsourcefile(target), inspect.getsourcelines(target)[1]
     except (OSError, TypeError):
-        return f"module {cls.__module__}"
-    return f"{Path(path).name}:{line}" if path else f"module {cls.__module__}"
+        return None, f"module {cls.__module__}"
+    return (path, f"{Path(path).name}:{line}") if path else (None, f"module {cls.__module__}")
 
 
 def _checked(impl: object, site: NeuronSite) -> nn.Module:
