@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from harness import interleaved_medians, protocol_run
 
-from stxbench.checkpoints import dense_checkpoint_path, load_dense
+from stxbench.checkpoints import load_dense
 from stxbench.counting import count_test_head
-from stxbench.runner import build_model
+from stxbench.runner import build_model, dense_cache_path
 from stxbench.training import evaluate
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     config, run = protocol_run("torch", args.protocol, cache_dir=args.cache_dir)
     proto, splits = config.protocol, run.splits
     model = build_model(run)
-    trained = load_dense(dense_checkpoint_path(config), model, run.warn)
+    trained = load_dense(dense_cache_path(run), model, run.warn)
     n, batch = len(splits.test), proto.eval.batch_size
 
     counts = []

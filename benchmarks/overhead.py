@@ -2,12 +2,15 @@
 
     python benchmarks/overhead.py                      # the digits protocol, 15 + 5 epochs
     python benchmarks/overhead.py --quick --threads 1  # 2 + 1 epochs
+    python benchmarks/overhead.py --slot-checks 200    # a train step with and without the neuron checks
 
 ``stxbench run`` (lif, no pruning, torch backend) goes through the runner API in-process:
 plugin host, protocol resolution, dense training (a fresh cache each round, so it trains),
 evaluations before and after pruning, neuron swap, fine-tuning, the timed evaluation with
 firing-rate hooks, op counting (or not: ``--no-counts``), record, checkpoint, and rich progress
-bars drawn into a string. The bare loop builds the same Spikformer on the same data and trains it
+bars drawn into a string; a fourth variant turns the neuron contract checks off (the shape and
+dtype check of every neuron call, the spike check of each stage's first batch), to show their cost.
+``--slot-checks ROUNDS`` times only a training step with and without the checks, interleaved. The bare loop builds the same Spikformer on the same data and trains it
 for the same steps (AdamW, the protocol's learning rates, warm-up and cosine schedule), then
 evaluates once. Rounds alternate the three variants; the table gives medians and the overhead
 (stxbench / bare - 1), split into training (the record's dense_s + finetune_s against the bare
@@ -49,6 +52,23 @@ def stxbench_run(protocol: str, settings: list[str], counts: bool, threads: int,
     total = time.perf_counter() - start
     train = record.timing.dense_s + record.timing.finetune_s
     return {"total": total, "train": train, "rest": total - train, "accuracy": record.metrics.accuracy}
+
+
+def unchecked(run):
+    """``run()`` with the neuron contract checks off (`NeuronSlot.forward` as it was before
+    them: ``impl(x)``; no spike check on each stage's first batch): their cost, side by side."""
+    import contextlib
+
+    from stxbench import training
+    from stxbench.models.base import NeuronSlot
+
+    checked_forward, checking = NeuronSlot.forward, training.checking_spikes
+    NeuronSlot.forward = lambda self, x: self.impl(x)
+    training.checking_spikes = lambda model: contextlib.nullcontext()
+    try:
+        return run()
+    finally:
+        NeuronSlot.forward, training.checking_spikes = checked_forward, checking
 
 
 def bare_loop(protocol: str, settings: list[str]) -> dict:
@@ -98,11 +118,44 @@ def bare_loop(protocol: str, settings: list[str]) -> dict:
     return {"total": total, "train": train_s, "rest": total - train_s, "accuracy": correct / len(y_test)}
 
 
+def slot_check_cost(protocol: str, rounds: int) -> None:
+    """One training step of the protocol's model (its first batch: forward, loss, backward,
+    AdamW), with the neuron slot's shape and dtype checks and without, interleaved: what the
+    checks cost on every step (the value check runs on one batch per stage, not here)."""
+    from harness import interleaved_medians, protocol_run
+
+    from stxbench.runner import build_model
+    from stxbench.training import batches, make_optimizer
+
+    config, run = protocol_run("torch", protocol)
+    x, y = next(batches(run.splits.train, config.protocol.train.batch_size, shuffle=False, drop_last=True))
+    x = run.splits.prepare(x) if run.splits.prepare else x
+    model = build_model(run).train()
+    optimizer = make_optimizer(model, config.protocol.train)
+
+    def step() -> None:
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    medians = interleaved_medians({"unchecked": lambda: unchecked(step), "checked": step}, rounds)
+    calls = sum(1 for _ in model.neuron_slots())
+    a, b = medians["checked"], medians["unchecked"]
+    print(f"train step, {calls} neuron layers: checked {a * 1e3:.2f} ms, unchecked {b * 1e3:.2f} ms, "
+          f"checked / unchecked {a / b:.4f} (median of {rounds}, interleaved)")
+
+
 def main() -> None:
     p = parser(__doc__.split("\n\n")[0], rounds=3, quick_rounds=3)
     p.add_argument("--protocol", default="digits")
+    p.add_argument("--slot-checks", type=int, metavar="ROUNDS",
+                   help="only time a training step with and without the neuron slot checks, ROUNDS rounds")
     args = p.parse_args()
     rounds = setup(args)
+    if args.slot_checks:
+        slot_check_cost(args.protocol, args.slot_checks)
+        return
     settings = QUICK if args.quick else []
     proto = load_protocol(args.protocol)
     print(f"{proto.name}{' ' + ' '.join(settings) if settings else ''}: {proto.model.name}, T={proto.model.T}; "
@@ -112,6 +165,8 @@ def main() -> None:
         "bare loop": lambda folder: bare_loop(args.protocol, settings),
         "stxbench run": lambda folder: stxbench_run(args.protocol, settings, True, args.threads, folder),
         "stxbench run --no-counts": lambda folder: stxbench_run(args.protocol, settings, False, args.threads, folder),
+        "--no-counts, unchecked neuron slots": lambda folder: unchecked(
+            lambda: stxbench_run(args.protocol, settings, False, args.threads, folder)),
     }
     results: dict[str, list[dict]] = {name: [] for name in variants}
     for r in range(rounds):

@@ -19,9 +19,9 @@ import copy
 from harness import interleaved_medians, machine_line, parser, protocol_run, setup
 from tabulate import tabulate
 
-from stxbench.checkpoints import dense_checkpoint_path, load_dense
+from stxbench.checkpoints import load_dense
 from stxbench.compile import compile_neurons
-from stxbench.runner import build_model
+from stxbench.runner import build_model, dense_cache_path
 from stxbench.training import evaluate
 
 VARIANTS = {
@@ -46,7 +46,7 @@ def main() -> None:
     proto, splits, host = config.protocol, run.splits, run.host
 
     dense = build_model(run)
-    trained = load_dense(dense_checkpoint_path(config), dense, run.warn)
+    trained = load_dense(dense_cache_path(run), dense, run.warn)
     modes = [False] if args.no_compile else [False, True]
     print(f"{proto.name}: {proto.model.name}, T={proto.model.T}, {len(splits.test)} test samples, batch "
           f"{proto.eval.batch_size}, {'dense checkpoint' if trained else 'initial weights'}; "

@@ -9,6 +9,7 @@ checkpoint is refused (it holds work the user may want to inspect).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -16,14 +17,13 @@ from typing import Any
 
 import torch
 
-from stxbench.errors import UsageError
-from stxbench.execution import Execution
-from stxbench.provenance import sha256_file
+from stxbench.errors import UsageError, one_line
 from stxbench.record import atomic_write_text
 from stxbench.runconfig import RunConfig
 
 RUN_CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1
+#: 2: the checkpoint records how its run executed (threads, device, processes, code)
+CHECKPOINT_FORMAT = 2
 
 
 class CorruptCheckpoint(Exception):
@@ -35,12 +35,17 @@ def _digest_path(path: Path) -> Path:
 
 
 def save_state(path: Path, payload: dict[str, Any]) -> str:
-    """torch.save ``payload`` atomically; returns the file's sha256."""
+    """torch.save ``payload`` atomically; returns the file's sha256. Saved through memory, so
+    the bytes (and the sha256 records carry) depend on the payload alone: saved to a path,
+    torch names the archive inside after the file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
     try:
-        torch.save(payload, tmp)
-        digest = sha256_file(tmp)
+        tmp.write_bytes(data)
         # The digest goes first: a crash between the two renames leaves a file whose digest
         # does not match, which is refused, never a wrong file that matches.
         atomic_write_text(_digest_path(path), digest + "\n")
@@ -50,52 +55,93 @@ def save_state(path: Path, payload: dict[str, Any]) -> str:
     return digest
 
 
-def load_state(path: Path) -> dict[str, Any] | None:
-    """The payload at ``path``; None if absent; `CorruptCheckpoint` if it fails its hash."""
+def load_state(path: Path) -> tuple[dict[str, Any], str] | None:
+    """The payload at ``path`` and the sha256 of the bytes it was read from (read once, so the
+    hash is that of what was loaded even if another process replaces the file meanwhile); None
+    if absent; `CorruptCheckpoint` if it fails its hash or is not a checkpoint."""
     if not path.exists():
         return None
-    digest = _digest_path(path)
-    if not digest.exists():
-        raise CorruptCheckpoint(f"{path} has no {digest.name}")
-    if sha256_file(path) != digest.read_text().strip():
+    digest_path = _digest_path(path)
+    try:
+        data = path.read_bytes()
+        expected = digest_path.read_bytes().decode("ascii", "replace").strip()
+    except FileNotFoundError:
+        raise CorruptCheckpoint(f"{path} has no {digest_path.name}") from None
+    except OSError as exc:
+        raise CorruptCheckpoint(f"{path} cannot be read: {exc.strerror}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected:
         raise CorruptCheckpoint(f"{path} does not match its sha256 (truncated or corrupted)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # a file that hashes right but does not unpickle safely
-        raise CorruptCheckpoint(f"{path} cannot be loaded safely: {exc}") from None
+        raise CorruptCheckpoint(f"{path} cannot be loaded safely: {one_line(exc)}") from None
+    if not isinstance(payload, dict):
+        raise CorruptCheckpoint(f"{path} holds a {type(payload).__name__}, not a checkpoint")
+    return payload, digest
 
 
 def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
+def misfit(model: torch.nn.Module, state: Any) -> str | None:
+    """Why ``state`` cannot be loaded into ``model`` exactly (keys, shapes, dtypes), or None.
+    Checked before loading: `load_state_dict` copies what fits before it complains."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not the model's weights"
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing:
+        more = f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""
+        return f"it lacks the model's {missing[0]}{more}"
+    if unexpected:
+        return f"it holds {unexpected[0]}, which the model does not have"
+    for key, tensor in expected.items():
+        value = state[key]
+        if not isinstance(value, torch.Tensor):
+            return f"its {key} is a {type(value).__name__}, not a tensor"
+        if value.shape != tensor.shape or value.dtype != tensor.dtype:
+            return (f"its {key} is {tuple(value.shape)} {value.dtype}, the model's is "
+                    f"{tuple(tensor.shape)} {tensor.dtype}")
+    return None
+
+
 # -- the dense cache ------------------------------------------------------------------------
 
 
-def dense_checkpoint_path(config: RunConfig, execution: Execution = Execution()) -> Path:
+def dense_checkpoint_path(config: RunConfig, bits: dict[str, Any]) -> Path:
+    """The cache file of the dense model: keyed by the protocol's stage 1, the seed and the
+    backend, and by ``bits``, everything else that changes the trained weights (threads, device,
+    precision, processes, library versions, the code of stxbench and of the plugins stage 1
+    uses): a cached model is only ever the one this run would have trained."""
     key = config.protocol.dense_key(config.seed, config.backend)
-    variant = {k: v for k, v in (("precision", execution.precision), ("world_size", execution.world_size))
-               if v != getattr(Execution, k)}
-    if variant:  # bf16 or data-parallel training gives other weights than the default
-        key = hashlib.sha256(f"{key}{sorted(variant.items())}".encode()).hexdigest()
+    key = hashlib.sha256(f"{key}{json.dumps(bits, sort_keys=True)}".encode()).hexdigest()
     return config.cache_dir / "dense" / f"{config.protocol.name}-{key[:24]}.pt"
 
 
-def load_dense(path: Path, model: torch.nn.Module, warn) -> bool:
-    """Load a cached dense model if it is present and intact; a corrupted one is retrained."""
+def load_dense(path: Path, model: torch.nn.Module, warn) -> str | None:
+    """Load a cached dense model if it is present, intact and fits ``model``; returns the sha256
+    of what was loaded. A corrupted entry, or one that does not fit, is retrained (warned)."""
     try:
-        state = load_state(path)
+        loaded = load_state(path)
     except CorruptCheckpoint as exc:
         warn(f"cached dense checkpoint: {exc}; retraining it")
-        return False
-    if state is None:
-        return False
+        return None
+    if loaded is None:
+        return None
+    state, digest = loaded
+    problem = misfit(model, state)
+    if problem is not None:
+        warn(f"cached dense checkpoint {path} does not fit the model ({problem}); retraining it")
+        return None
     model.load_state_dict(state)
-    return True
+    return digest
 
 
-def save_dense(path: Path, model: torch.nn.Module) -> None:
-    save_state(path, cpu_state(model))
+def save_dense(path: Path, model: torch.nn.Module) -> str:
+    """Cache the dense model; returns its file's sha256."""
+    return save_state(path, cpu_state(model))
 
 
 # -- the run checkpoint ---------------------------------------------------------------------
@@ -106,7 +152,7 @@ def run_fingerprint(config: RunConfig) -> str:
     fields = {
         "protocol": config.protocol_sha256, "neuron": config.neuron, "pruner": config.pruner,
         "pruner_params": config.pruner_params, "backend": config.backend, "seed": config.seed,
-        "device": config.device.split(":")[0], "precision": config.precision,
+        "precision": config.precision,
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
@@ -115,34 +161,63 @@ def run_checkpoint_path(config: RunConfig) -> Path:
     return config.out_dir / RUN_CHECKPOINT
 
 
-def load_run_checkpoint(config: RunConfig) -> dict[str, Any] | None:
-    """The checkpoint in ``--out`` this run should resume from, or None. A corrupted one, or one
-    written by a different run, is refused with one line."""
+def _other_execution(path: Path, theirs: dict[str, Any], ours: dict[str, Any]) -> str | None:
+    """How the checkpoint's run executed differently from this one, as the refusal says it."""
+    if theirs.get("code") != ours["code"]:
+        return (f"{path} was written by other code (stxbench or plugin files changed since); "
+                "delete it to start the run over, or choose another --out")
+    if theirs.get("device") != ours["device"]:
+        return (f"{path} was written on {theirs.get('device')}, this run is on {ours['device']}: "
+                "resume it there (another device gives other numbers), or choose another --out")
+    if theirs.get("threads") != ours["threads"]:
+        return (f"{path} was written by a run with {theirs.get('threads')} thread(s), this run has "
+                f"{ours['threads']}: resume with --threads {theirs.get('threads')} (other threads give "
+                "other numbers), or choose another --out")
+    if theirs.get("world_size") != ours["world_size"]:
+        return (f"{path} was written by {theirs.get('world_size')} process(es), this run has "
+                f"{ours['world_size']}: resume with the same --nproc, or choose another --out")
+    return None
+
+
+def load_run_checkpoint(config: RunConfig, execution: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint in ``--out`` this run should resume from, or None. A corrupted one, one
+    written by a different run, or by this run executing differently (``execution``: threads,
+    device, processes, code), is refused with one line."""
     path = run_checkpoint_path(config)
     try:
-        state = load_state(path)
+        loaded = load_state(path)
     except CorruptCheckpoint as exc:
         raise UsageError(f"{exc}; delete it to start the run over") from None
-    if state is None:
+    if loaded is None:
         return None
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != run_fingerprint(config):
+    state = loaded[0]
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise UsageError(f"{path} was written by another version of stxbench (checkpoint format "
+                         f"{state.get('format')!r}, this one reads {CHECKPOINT_FORMAT}); delete it to "
+                         "start the run over, or choose another --out")
+    if state.get("fingerprint") != run_fingerprint(config):
         described = state.get("describes", "another run")
         raise UsageError(
             f"{path} is the checkpoint of another run ({described}); resume it with the same "
             "options, or choose another --out"
         )
+    problem = _other_execution(path, state.get("execution") or {}, execution)
+    if problem:
+        raise UsageError(problem)
     return state
 
 
-def save_run_checkpoint(config: RunConfig, stage: str, model: torch.nn.Module,
+def save_run_checkpoint(config: RunConfig, execution: dict[str, Any], stage: str, model: torch.nn.Module,
                         progress: dict[str, Any], done: dict[str, Any]) -> None:
-    """``progress``: the stage's `StageProgress` as a dict; ``done``: results of finished stages
-    (timings, accuracies) that the record needs."""
+    """``execution``: how this run executes (`load_run_checkpoint` compares it); ``progress``:
+    the stage's `StageState.progress`; ``done``: results of finished stages (timings,
+    accuracies, the dense model's sha256) that the record needs."""
     describes = (f"{config.protocol.name} {config.neuron}/{config.pruner}/{config.backend} "
                  f"seed {config.seed}")
     save_state(run_checkpoint_path(config), {
         "format": CHECKPOINT_FORMAT, "fingerprint": run_fingerprint(config), "describes": describes,
-        "stage": stage, "model": cpu_state(model), "progress": progress, "done": done,
+        "execution": execution, "stage": stage, "model": cpu_state(model), "progress": progress,
+        "done": done,
     })
 
 

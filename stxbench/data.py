@@ -26,6 +26,7 @@ def dataset_options(proto: Protocol) -> dict[str, Any]:
 def load_splits(proto: Protocol, host: PluginHost, root: str | None) -> DataSplits:
     dataset = host.dataset(proto.data.dataset)
     options = dataset_options(proto)
+    dataset.validate_options(options)
     splits = dataset.load(root, **options) if options else dataset.load(root)
     if splits.temporal != (proto.data.encoding == "frames"):
         raise UsageError(

@@ -6,6 +6,7 @@ Plugins import these through `stxbench.api`; none of them touches the network.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ class Dataset(ABC):
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    #: the names of the options `load` takes; None: read from `load`'s signature (its keyword
+    #: parameters; a ``**options`` catch-all leaves the checking to `load`)
+    options: ClassVar[tuple[str, ...] | None] = None
 
     @abstractmethod
     def load(self, root: str | None, **options) -> DataSplits:
@@ -53,6 +57,19 @@ class Dataset(ABC):
         expected layout and the first missing file. ``options`` come from the protocol's
         ``[data.options]`` (plus ``frames = T`` for event data); the host passes none when the
         protocol sets none, and an unknown option is a `UsageError`."""
+
+    def validate_options(self, options: Mapping[str, object]) -> None:
+        """Refuse (`UsageError`) options `load` would refuse, before any work: the host calls
+        this when it resolves a run. The default checks the names against `options`; override
+        it to check values too (whatever needs the data itself stays in `load`)."""
+        valid = self.options
+        if valid is None:
+            params = inspect.signature(self.load).parameters.values()
+            if any(p.kind is p.VAR_KEYWORD for p in params):
+                return
+            keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            valid = tuple(p.name for p in params if p.kind in keyword and p.name != "root")
+        check_options(self.name, options, valid)
 
 
 def data_folder(dataset: str, root: str | None, layout: str) -> Path:
@@ -73,6 +90,7 @@ def require_files(dataset: str, paths: Iterable[Path], layout: str) -> None:
 
 
 def check_options(dataset: str, options: Mapping[str, object], valid: Sequence[str]) -> None:
+    """Options outside ``valid`` are a `UsageError` naming them and the valid ones."""
     unknown = sorted(set(options) - set(valid))
     if unknown:
         listing = ", ".join(valid) if valid else "none"

@@ -16,6 +16,8 @@ class UsageError(Exception):
 
 def one_line(exc: BaseException) -> str:
     """An exception as ``Type: message`` on one line (for reports of plugins that failed)."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: called sys.exit({exc.code!r})"
     text = " ".join(str(exc).split()) or "(no message)"
     return f"{type(exc).__name__}: {text}"
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from stxbench import api, hookspecs
 from stxbench.errors import UsageError, one_line, unknown_choice
+from stxbench.signals import from_plugin
 
 ENTRY_POINT_GROUP = "stxbench"
 
@@ -113,6 +114,15 @@ def _family_problem(family: api.NeuronFamily) -> str | None:
     return None
 
 
+def _where(exc: BaseException, always: bool = False) -> str:
+    """`` (file.py:line)`` of the innermost frame that raised ``exc``: always, or for what
+    plugin code hardly raises by mistake (``sys.exit()``, ``KeyboardInterrupt``)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames or (isinstance(exc, Exception) and not always):
+        return ""
+    return f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})"
+
+
 class PluginHost:
     """Loads plugins from the ``stxbench`` entry-point group and from ``-p`` modules."""
 
@@ -141,12 +151,24 @@ class PluginHost:
                 continue
             try:
                 module = ep.load()
-            except Exception as exc:  # a broken third-party plugin must not break the host
-                self.failures.append(PluginFailure(ep.name, f"import failed: {one_line(exc)}"))
+                self._register(module, ep.name)
+            except BaseException as exc:  # a broken third-party plugin must not break the host
+                if not from_plugin(exc):
+                    raise
+                self.failures.append(PluginFailure(ep.name, f"import failed: {one_line(exc)}{_where(exc)}"))
                 continue
-            self.pm.register(module, name=ep.name)
             if ep.dist is not None and ep.dist.name == "stxbench":
                 self._builtin.add(ep.name)
+
+    def _register(self, module: ModuleType, name: str) -> None:
+        """Register ``module`` under ``name``; one already registered (an installed plugin also
+        named with ``-p``) is left as it is."""
+        if self.pm.is_registered(module):
+            return
+        try:
+            self.pm.register(module, name=name)
+        except (ValueError, pluggy.PluginValidationError) as exc:  # a hook of the wrong signature
+            raise RuntimeError(one_line(exc).removeprefix("PluginValidationError: ")) from None
 
     def _load_module(self, name: str) -> None:
         """``-p module``: the user asked for it explicitly, so failing to import is an error."""
@@ -160,9 +182,14 @@ class PluginHost:
                     f"-p {name}: no module named '{name}' on sys.path (cwd is {Path.cwd()})"
                 ) from None
             raise UsageError(f"-p {name}: import failed: {one_line(exc)}") from None
-        except Exception as exc:
-            raise UsageError(f"-p {name}: import failed: {one_line(exc)}") from None
-        self.pm.register(module, name=name)
+        except BaseException as exc:
+            if not from_plugin(exc):
+                raise
+            raise UsageError(f"-p {name}: import failed: {one_line(exc)}{_where(exc)}") from None
+        try:
+            self._register(module, name)
+        except RuntimeError as exc:
+            raise UsageError(f"-p {name}: {exc}") from None
 
     def _collect(self) -> None:
         for kind, (hook_name, expected_type) in KINDS.items():
@@ -172,9 +199,11 @@ class PluginHost:
                 plugin_name = impl.plugin_name
                 try:
                     produced = impl.function()
-                except Exception as exc:
+                except BaseException as exc:
+                    if not from_plugin(exc):
+                        raise
                     self.failures.append(
-                        PluginFailure(plugin_name, f"{hook_name} raised {one_line(exc)}")
+                        PluginFailure(plugin_name, f"{hook_name} raised {one_line(exc)}{_where(exc)}")
                     )
                     continue
                 if not isinstance(produced, (list, tuple)):
@@ -294,6 +323,15 @@ class PluginHost:
     def is_builtin(self, plugin: str) -> bool:
         return plugin in self._builtin
 
+    def owner(self, path: str | Path) -> Component | None:
+        """The component whose plugin's source holds the file ``path`` (first-party included)."""
+        target = Path(path).resolve()
+        for registry in self.components.values():
+            for comp in registry.values():
+                if any(p.resolve() == target for p in module_files(comp.module)):
+                    return comp
+        return None
+
     def blame(self, exc: BaseException) -> str | None:
         """One line naming the third-party plugin whose code raised ``exc`` (innermost frame
         first), or None when no third-party plugin is in the traceback: a bug of stxbench's own
@@ -333,11 +371,12 @@ class PluginHost:
                 continue
             try:
                 impl.function(**{k: kwargs[k] for k in impl.argnames})
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise  # Ctrl-C, or a plugin asking to stop: the run is interrupted, checkpoint kept
+            except BaseException as exc:  # sys.exit() included: an observer never ends a run
                 self._muted_observers.add(key)
-                tb = traceback.extract_tb(exc.__traceback__)[-1]
                 warnings.append(
-                    f"observer {impl.plugin_name}.{hook_name} raised {one_line(exc)} "
-                    f"({Path(tb.filename).name}:{tb.lineno}); it is left out for the rest of the run"
+                    f"observer {impl.plugin_name}.{hook_name} raised {one_line(exc)}{_where(exc, always=True)}; "
+                    "it is left out for the rest of the run"
                 )
         return warnings

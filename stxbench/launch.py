@@ -10,11 +10,13 @@ from stxbench.errors import UsageError
 from stxbench.execution import check_distributed
 from stxbench.host import PluginHost
 from stxbench.runconfig import RunConfig
+from stxbench.runoptions import usable_cpus
 
 
 def check_before_launch(config: RunConfig, host: PluginHost, nproc: int) -> None:
     """What every process would refuse, refused here once, as one line: the data folder, the
     split of every global batch over ``nproc`` processes, the device."""
+    cpus = usable_cpus()
     if nproc < 2:
         raise UsageError(f"--nproc must be >= 2 (1 is a plain run), got {nproc}")
     if config.device.startswith("cuda:"):
@@ -27,6 +29,8 @@ def check_before_launch(config: RunConfig, host: PluginHost, nproc: int) -> None
     proto = config.protocol
     splits = load_splits(proto, host, config.data_root)
     check_distributed([proto.train.batch_size, proto.finetune.batch_size], len(splits.train), nproc)
+    if config.device == "cpu" and nproc > cpus:
+        raise UsageError(f"--nproc {nproc} on the CPU: valid 2..{cpus} (the CPUs this process may use)")
 
 
 def torchrun_command(nproc: int, plugins: tuple[str, ...], run_args: list[str]) -> list[str]:

@@ -136,8 +136,10 @@ class Backend(ABC):
 
     A neuron module returned by `make_neuron` must:
 
-    * take a float tensor ``[T, B, ...]`` and return spikes of the same shape and dtype,
-      holding only 0.0 and 1.0;
+    * take a float tensor ``[T, B, ...]`` and return spikes of the same shape and dtype (or
+      float32, for a bf16 input under autocast), holding only 0.0 and 1.0: the model's neuron
+      slot checks shape and dtype on every call and the values on the first batch of every
+      stage, and fails the run naming the module (`stxbench.models.base.NeuronOutputError`);
     * start every call from ``V = v_reset`` (state never leaks between batches);
     * register every learnable tensor as an ``nn.Parameter`` of the module, so optimisers,
       ``.to(device)`` and state dicts see it, named by meaning: ``w`` for the decay

@@ -9,13 +9,15 @@ changes behaviour changes the hash. Overrides
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import math
 import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -23,9 +25,43 @@ from stxbench.errors import UsageError, unknown_choice
 
 DEFAULT_PROTOCOL = "digits"
 
+# Bounds of a protocol's numbers: far beyond any published recipe, short of values that would
+# only fail after hours or exhaust memory. Seeds: every random generator a run seeds takes them
+# (numpy's legacy generator stops at 2**32 - 1).
+MAX_SEED = 2**32 - 1
+MAX_T = 1024
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536
+MAX_COUNT_SAMPLES = 1_000_000
+#: a protocol file is a few kB; anything far larger is not one
+MAX_PROTOCOL_BYTES = 1 << 20
+#: protocol names become file names (leaderboard folders, dense cache files): no separators,
+#: no "..", no leading dot or dash
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+OptionValue = int | float | str | bool
+
+
+def _check_option_values(options: Any) -> Any:
+    """``[data.options]`` and ``[model.options]`` hold numbers, strings and booleans: say so
+    plainly for anything else (a table, a list, a date, a non-finite number)."""
+    if not isinstance(options, dict):
+        return options  # the type check names it
+    for key, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"option {key} = {value} is not a finite number")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+            raise ValueError(f"option {key} = {value} is out of range (at most 2**53 in size)")
+        if not isinstance(value, (bool, int, float, str)):
+            raise ValueError(f"option {key} must be a number, a string or true/false, not a "
+                             f"{type(value).__name__}")
+    return options
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `T = true` or `epochs = 2.5` are refused, not read as 1 and 2; numbers are finite
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class DataSection(_Section):
@@ -35,35 +71,39 @@ class DataSection(_Section):
     encoding: Literal["direct", "frames"] = "direct"
     #: options the dataset plugin accepts (``train_samples = 10000``); with encoding "frames"
     #: the host adds ``frames = model.T``
-    options: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    options: dict[str, OptionValue] = Field(default_factory=dict)
+
+    _options = field_validator("options", mode="before")(_check_option_values)
 
 
 class ModelSection(_Section):
     name: str = Field(description="model family and size, e.g. spikformer-4-384")
-    T: int = Field(gt=0, description="time steps")
+    T: int = Field(gt=0, le=MAX_T, description="time steps")
     base_neuron: str = "lif"
     surrogate: Literal["atan", "sigmoid", "superspike"] = "atan"
-    surrogate_alpha: float | None = Field(default=None, gt=0)
-    options: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    surrogate_alpha: float | None = Field(default=None, gt=0, le=100)
+    options: dict[str, OptionValue] = Field(default_factory=dict)
+
+    _options = field_validator("options", mode="before")(_check_option_values)
 
 
 class StageSection(_Section):
-    epochs: int = Field(ge=0)
-    batch_size: int = Field(gt=0)
+    epochs: int = Field(ge=0, le=MAX_EPOCHS)
+    batch_size: int = Field(gt=0, le=MAX_BATCH)
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
+    lr: float = Field(gt=0)  # finite; a rate that diverges stops the run with one line
+    weight_decay: float = Field(default=0.0, ge=0, le=10)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: float = Field(default=0.0, ge=0)
+    warmup_epochs: float = Field(default=0.0, ge=0, le=MAX_EPOCHS)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    grad_clip: float | None = Field(default=None, gt=0)
-    #: cosine decays to this learning rate (timm's min_lr)
+    grad_clip: float | None = Field(default=None, gt=0, le=1e6)
+    #: cosine decays to this learning rate (timm's min_lr); at most lr
     min_lr: float = Field(default=0.0, ge=0)
     #: mixup alpha (batch mode, lambda ~ Beta(alpha, alpha), as timm's Mixup); 0 = off
-    mixup: float = Field(default=0.0, ge=0)
+    mixup: float = Field(default=0.0, ge=0, le=100)
     #: mixup only during the first N epochs (Spikformer's mixup_off_epoch); None = every epoch
-    mixup_epochs: int | None = Field(default=None, ge=0)
+    mixup_epochs: int | None = Field(default=None, ge=0, le=MAX_EPOCHS)
     #: timm RandAugment config (``rand-m9-n1-mstd0.4-inc1``) on the stored 8-bit training
     #: images, before normalisation (`stxbench.augment`); None = off
     rand_augment: str | None = None
@@ -94,6 +134,13 @@ class StageSection(_Section):
         return value
 
     @model_validator(mode="after")
+    def _min_lr_at_most_lr(self) -> StageSection:
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr {self.min_lr:g} is above lr {self.lr:g}; the schedule decays "
+                             "from lr down to min_lr, so min_lr must be <= lr")
+        return self
+
+    @model_validator(mode="after")
     def _no_orphan_augmentation_settings(self) -> StageSection:
         """Settings of an augmentation that is off would be silently ignored: refuse them."""
         if self.rand_augment is None:
@@ -119,9 +166,9 @@ class StageSection(_Section):
 
 
 class EvalSection(_Section):
-    batch_size: int = Field(default=256, gt=0)
+    batch_size: int = Field(default=256, gt=0, le=MAX_BATCH)
     #: op counts (energy) are taken over the first this-many test samples, in split order
-    count_samples: int = Field(default=1000, gt=0)
+    count_samples: int = Field(default=1000, gt=0, le=MAX_COUNT_SAMPLES)
 
 
 #: protocol fields that do not change what a run computes, left out of its sha256
@@ -129,7 +176,8 @@ NOT_HASHED = {"description", "compile", "rerun_rtol"}
 
 
 class Protocol(_Section):
-    name: str
+    #: letters, digits, ".", "_" and "-" (it names files and folders)
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     #: runs in minutes on a 2-core CPU; `leaderboard check --rerun` re-runs its entries
     cpu_cheap: bool = False
@@ -139,7 +187,7 @@ class Protocol(_Section):
     #: largest relative difference of firing rates, spike-driven op counts and energy a GPU
     #: re-run may show; a checking setting, not hashed (docs/leaderboard.md: how it was measured)
     rerun_rtol: float = Field(default=0.10, ge=0, le=1)
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Seed] = Field(min_length=1, max_length=1000)
     data: DataSection
     model: ModelSection
     train: StageSection  # stage 1: dense training with the base neuron
@@ -159,6 +207,14 @@ class Protocol(_Section):
     #: CPU kind with AVX2, so re-runs compare exactly. Changes the bits, so it is hashed (and
     #: keys the dense cache) when set; None runs the fastest kernels of each CPU.
     cpu_pin: Literal["portable-v1"] | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seed {repeated[0]} is listed twice; each seed is one run")
+        return seeds
 
     def _dump(self, **kwargs: Any) -> dict[str, Any]:
         """``model_dump`` without the fields added after protocols were first hashed, where they
@@ -248,7 +304,7 @@ def valid_keys(model: type[BaseModel] = Protocol, prefix: str = "") -> list[str]
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set dotted keys (``train.epochs``) in a copy of a raw protocol dict; unknown keys fail."""
-    out = json.loads(json.dumps(raw))
+    out = copy.deepcopy(raw)
     keys = valid_keys()
     dict_fields = {"data.options", "model.options", "pruners"}  # free-form tables
     for key, value in overrides.items():
@@ -285,6 +341,13 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     return None
 
 
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as TOML spells it
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _validation_message(err: ValidationError, source: str, text: str | None) -> str:
     # A typo shows up as an unknown key *and* a missing one: name the typo first.
     rank = {"extra_forbidden": 0, "missing": 2}
@@ -302,13 +365,33 @@ def _validation_message(err: ValidationError, source: str, text: str | None) -> 
         msg = "required key is missing"
     elif first["type"] == "value_error":
         msg = msg.removeprefix("Value error, ")
+    elif first["type"] == "string_pattern_mismatch" and key == "name":
+        msg = f"{first['input']!r} is not a valid name: letters, digits, '.', '_' and '-' only (it names files)"
+    else:  # a wrong type or a bound: show what was given
+        msg = f"{msg}, got {_shown(first.get('input'))}"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{source}{where}: {key}: {msg}{more}"
 
 
+def read_protocol_text(path: Path) -> str:
+    """A protocol file's text: UTF-8 (TOML's encoding), of a protocol's size."""
+    try:
+        if path.stat().st_size > MAX_PROTOCOL_BYTES:
+            raise UsageError(f"protocol {path}: {path.stat().st_size / 1e6:.1f} MB; a protocol file is "
+                             f"at most {MAX_PROTOCOL_BYTES >> 20} MiB")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"protocol {path}: cannot read: {exc.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"protocol {path}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset "
+                         f"{exc.start}); TOML files are UTF-8") from None
+
+
 def load_protocol(name_or_path: str = DEFAULT_PROTOCOL, overrides: dict[str, Any] | None = None) -> Protocol:
     path = protocol_path(name_or_path)
-    text = path.read_text()
+    text = read_protocol_text(path)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

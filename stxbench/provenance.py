@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import platform
 import subprocess
@@ -50,3 +51,36 @@ def device_name(device: torch.device) -> str:
 
 def now_utc() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def cpu_model() -> str:
+    """The CPU's model name where the system says it (Linux), else the machine type: CPUs of
+    other kinds take other instruction paths, and give other low bits."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Processor", "cpu model") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def numerics_device(device: torch.device) -> str:
+    """The device as far as it decides the bits of a result: the GPU model and CUDA version,
+    or the CPU model."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"{device.type}: {cpu_model()}"
+
+
+@functools.cache
+def stxbench_sha256() -> str:
+    """sha256 over the source files of the stxbench package (path and content of each)."""
+    root = Path(stxbench.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        if "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()

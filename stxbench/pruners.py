@@ -14,9 +14,10 @@ from stxbench.models.base import SpikingModel
 
 
 class PrunerParams(BaseModel):
-    """Base for a pruner's parameters: strict, immutable, unknown keys rejected."""
+    """Base for a pruner's parameters: immutable, unknown keys rejected, numbers finite (true and
+    false given for a number are refused when a run resolves its parameters)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Pruner(ABC):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,14 @@ from pydantic import ValidationError
 
 from stxbench.api import Surrogate
 from stxbench.conventions import convention
+from stxbench.data import dataset_options
 from stxbench.energy import cost_model
 from stxbench.errors import UsageError
 from stxbench.execution import resolve_precision
 from stxbench.host import PluginHost
-from stxbench.protocol import DEFAULT_PROTOCOL, Protocol, load_protocol, parse_value
-from stxbench.runoptions import RunOptions, default_cache_dir
+from stxbench.paths import check_readable_dir, check_writable_dir, path_text
+from stxbench.protocol import DEFAULT_PROTOCOL, MAX_SEED, Protocol, load_protocol, parse_value
+from stxbench.runoptions import RunOptions, cache_dir_source, default_cache_dir
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +65,17 @@ def split_settings(settings: list[str]) -> tuple[dict[str, Any], dict[str, Any]]
     return protocol_overrides, pruner_params
 
 
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field of this type takes true/false (pydantic would read them as 1 and 0 for
+    a number: `keep=true` is not `keep=1.0`)."""
+    if annotation is bool or annotation is Any:
+        return True
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return any(isinstance(a, bool) for a in args)
+    return any(_admits_bool(a) for a in args)
+
+
 def resolve_pruner_params(host: PluginHost, protocol: Protocol, pruner: str, given: dict[str, Any]) -> dict[str, Any]:
     params_model = host.pruner(pruner).Params
     fields = sorted(params_model.model_fields)
@@ -73,6 +87,11 @@ def resolve_pruner_params(host: PluginHost, protocol: Protocol, pruner: str, giv
                 "protocol keys are dotted, e.g. train.epochs)"
             )
     merged = {**protocol.pruners.get(pruner, {}), **given}
+    for key, value in merged.items():
+        field = params_model.model_fields.get(key)
+        if isinstance(value, bool) and field is not None and not _admits_bool(field.annotation):
+            raise UsageError(f"pruner '{pruner}': {key}={str(value).lower()}: a number or name belongs "
+                             "here, not true/false")
     try:
         return params_model(**merged).model_dump(mode="json")
     except ValidationError as exc:
@@ -84,6 +103,26 @@ def resolve_pruner_params(host: PluginHost, protocol: Protocol, pruner: str, giv
         raise UsageError(f"pruner '{pruner}': {key}={value!r}: {first['msg']}") from None
 
 
+def check_seed(option: str, seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"{option} must be in 0..{MAX_SEED} (2**32 - 1, what every random generator "
+                         f"of a run takes), got {seed}")
+
+
+def check_paths(options: RunOptions, out_dir: Path) -> Path:
+    """Every folder the run will write (output, cache) writable or creatable, the data folder
+    readable, before any work; returns the cache folder."""
+    check_writable_dir("--out", out_dir)
+    source = cache_dir_source(options.cache_dir)
+    cache_dir = Path(options.cache_dir) if options.cache_dir is not None else default_cache_dir()
+    if source != "--cache-dir":
+        path_text(source, str(cache_dir))  # $STXBENCH_CACHE or $HOME with a newline in it
+    check_writable_dir(source, cache_dir)
+    if options.data_root is not None:
+        check_readable_dir("--data-root", path_text("--data-root", options.data_root))
+    return cache_dir
+
+
 def resolve_device(device: str) -> str:
     import torch
 
@@ -91,9 +130,13 @@ def resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return device
-    if device.startswith("cuda"):
+    if device == "cuda" or device.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise UsageError(f"--device {device}: CUDA is not available on this machine (valid: auto, cpu)")
+        index = device.partition(":")[2]
+        count = torch.cuda.device_count()
+        if index and not (index.isdigit() and int(index) < count):
+            raise UsageError(f"--device {device}: this machine has CUDA devices cuda:0..cuda:{count - 1}")
         return device
     raise UsageError(f"--device {device}: valid devices are auto, cpu, cuda, cuda:N")
 
@@ -128,16 +171,18 @@ def resolve(
     convention(proto.energy_convention)  # so is an unknown counting convention
     options.check()
     seed = proto.seeds[0] if seed is None else seed
-    if seed < 0:
-        raise UsageError(f"--seed must be >= 0, got {seed}")
+    check_seed("--seed", seed)
+    # the dataset refuses options it does not take, now rather than after the model is built
+    host.dataset(proto.data.dataset).validate_options(dataset_options(proto))
     device = resolve_device(options.device)
+    cache_dir = check_paths(options, out_dir)
     return RunConfig(
         **{
             **options.values(),
             "device": device,
             "precision": resolve_precision(options.precision, device),
             "compile": proto.compile if options.compile is None else options.compile,
-            "cache_dir": options.cache_dir or default_cache_dir(),
+            "cache_dir": cache_dir,
         },
         protocol=proto,
         protocol_sha256=proto.sha256(),

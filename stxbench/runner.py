@@ -3,8 +3,10 @@ fine-tuning -> evaluation -> record."""
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ from stxbench.checkpoints import (
     dense_checkpoint_path,
     load_dense,
     load_run_checkpoint,
+    misfit,
     remove_run_checkpoint,
     run_checkpoint_path,
     save_dense,
@@ -30,7 +33,7 @@ from stxbench.compile import NeuronCompiler, compile_neurons, first_batch
 from stxbench.counting import count_test_head
 from stxbench.data import load_splits
 from stxbench.energy import all_estimates, cost_model, energy_of
-from stxbench.errors import RunFailed, RunInterrupted, UsageError
+from stxbench.errors import RunFailed, RunInterrupted, UsageError, one_line
 from stxbench.execution import (
     Execution,
     barrier,
@@ -44,9 +47,11 @@ from stxbench.execution import (
     resolve_workers,
 )
 from stxbench.host import PluginHost
-from stxbench.models.base import SpikingModel
+from stxbench.models.base import NeuronOutputError, SpikingModel
+from stxbench.paths import run_lock
 from stxbench.protocol import StageSection
-from stxbench.provenance import device_name, git_commit, now_utc, sha256_file
+from stxbench.numerics import dense_bits, run_numerics, used_components
+from stxbench.provenance import device_name, git_commit, now_utc
 from stxbench.record import (
     ConfigInfo,
     Counts,
@@ -61,6 +66,7 @@ from stxbench.record import (
     write_record,
 )
 from stxbench.runconfig import RunConfig
+from stxbench.signals import SignalInterrupt
 from stxbench.training import (
     EvalResult,
     NullReporter,
@@ -93,6 +99,9 @@ class Run:
     done: dict[str, Any] = field(default_factory=dict)
     #: the last checkpoint written, e.g. "dense epoch 3" (for the message on Ctrl-C)
     last_checkpoint: list[str] = field(default_factory=list)
+    #: how this run executes, as far as it changes the numbers (`run_numerics`); a checkpoint
+    #: keeps it, and a resume that differs is refused
+    numerics: dict[str, Any] = field(default_factory=dict)
 
     def resume_of(self, stage: str) -> dict[str, Any] | None:
         return self.resume if self.resume and self.resume["stage"] == stage else None
@@ -103,7 +112,7 @@ class Run:
             return None
 
         def save(progress: dict[str, Any]) -> None:
-            save_run_checkpoint(self.config, stage, model, progress, self.done)
+            save_run_checkpoint(self.config, self.numerics, stage, model, progress, self.done)
             self.last_checkpoint[:] = [f"{stage} epoch {progress['epoch']}"]
 
         return save
@@ -139,6 +148,22 @@ class Run:
         return evaluate(model, self.splits, proto.eval.batch_size, self.device, self.execution).accuracy
 
 
+def dense_cache_path(run: Run) -> Path:
+    """The dense model's cache file, keyed by all that changes its bits (`numerics.dense_bits`)."""
+    numerics = run.numerics or run_numerics(run.config, run.host, run.device, run.execution)
+    return dense_checkpoint_path(run.config, dense_bits(run.config, run.host, numerics, run.backend))
+
+
+def load_resumed_model(run: Run, model: SpikingModel) -> None:
+    """The weights of the run checkpoint, into the model of the stage it stopped in."""
+    path, state = run_checkpoint_path(run.config), run.resume["model"]
+    problem = misfit(model, state)
+    if problem is not None:
+        raise UsageError(f"{path} does not fit the model ({problem}); delete it to start the run over")
+    model.load_state_dict(state)
+    run.warn(f"resuming from {path}: {run.resume['stage']} epoch {run.resume['progress']['epoch']}")
+
+
 def build_model(run: Run) -> SpikingModel:
     proto = run.config.protocol
     family_name, _, size = proto.model.name.partition("-")
@@ -159,35 +184,37 @@ def build_model(run: Run) -> SpikingModel:
 # -- stage 1 ------------------------------------------------------------------------------
 
 
-def stage_dense(run: Run, model: SpikingModel) -> tuple[float | None, Path]:
-    """Stage 1: the dense model (`train_or_load_dense`) and the seconds it took to train (None
-    when it came from the cache; a run resumed in stage 3 keeps those of its dense stage)."""
-    seconds, path = train_or_load_dense(run, model)
-    if run.resume_of("finetune") is not None:
-        seconds = run.done.get("dense_s")  # the dense stage ran before the interruption
-    run.done["dense_s"] = seconds
-    return seconds, path
+def stage_dense(run: Run, model: SpikingModel) -> tuple[float | None, str | None]:
+    """Stage 1: the dense model (`train_or_load_dense`), the seconds it took to train (None
+    when it came from the cache) and its sha256. A run resumed in stage 3 keeps both of the
+    dense model it was fine-tuning."""
+    seconds, digest = train_or_load_dense(run, model)
+    if run.resume_of("finetune") is not None:  # the dense stage ran before the interruption
+        seconds, digest = run.done.get("dense_s"), run.done.get("dense_sha256", digest)
+    run.done["dense_s"], run.done["dense_sha256"] = seconds, digest
+    return seconds, digest
 
 
-def train_or_load_dense(run: Run, model: SpikingModel) -> tuple[float | None, Path]:
-    """Train the dense model with the base neuron, or load it from the cache. In a distributed
-    run rank 0 reads and writes the cache and the others take its weights."""
+def train_or_load_dense(run: Run, model: SpikingModel) -> tuple[float | None, str | None]:
+    """Train the dense model with the base neuron, or load it from the cache; returns the
+    seconds of training and the sha256 of the checkpoint as loaded or written (None on ranks
+    other than 0). In a distributed run rank 0 reads and writes the cache and the others take
+    its weights."""
     ex = run.execution
-    path = dense_checkpoint_path(run.config, ex)
+    path = dense_cache_path(run)
     resume = run.resume_of("dense")
     if resume is None:
-        cached = ex.is_main and load_dense(path, model, run.warn)
-        if broadcast_flag(cached, ex, run.device):
+        digest = load_dense(path, model, run.warn) if ex.is_main else None
+        if broadcast_flag(digest is not None, ex, run.device):
             model.to(run.device)
             broadcast_state(model, ex)
-            return None, path
+            return None, digest
     else:
-        model.load_state_dict(resume["model"])
+        load_resumed_model(run, model)
     seconds = run.train(model, "dense", run.config.protocol.train)
-    if ex.is_main:
-        save_dense(path, model)
+    digest = save_dense(path, model) if ex.is_main else None
     broadcast_state(model, ex)  # the others wait here while rank 0 writes
-    return seconds, path
+    return seconds, digest
 
 
 # -- stages 2 and 3 -----------------------------------------------------------------------
@@ -205,7 +232,7 @@ def stage_finetune(run: Run, model: SpikingModel) -> float:
     model.swap_neurons(run.make_neuron_factory(spec))
     resume = run.resume_of("finetune")
     if resume is not None:
-        model.load_state_dict(resume["model"])
+        load_resumed_model(run, model)
     model.to(run.device)
     seconds = run.train(model, "finetune", run.config.protocol.finetune)
     run.host.pruner(run.config.pruner).finalize(model)
@@ -225,7 +252,10 @@ def execute(
     the processes of a distributed run other than rank 0, which write nothing).
 
     A checkpoint in ``--out`` (left by a run that was killed or interrupted) is resumed from;
-    Ctrl-C and CUDA out-of-memory stop the run with the last checkpoint kept."""
+    Ctrl-C, SIGTERM and CUDA out-of-memory stop the run with the last checkpoint kept. While it
+    runs, ``--out`` is locked (`stxbench.paths.run_lock`): a second run into it fails at once.
+    Whatever plugin code raises, ``sys.exit()`` included, fails the run with one line naming
+    the plugin; a neuron module that breaks the neuron contract is blamed on its backend."""
     last: list[str] = []
     try:
         with process_group(config.device) as env:
@@ -238,11 +268,17 @@ def execute(
             )
             if not execution.is_main:
                 reporter, warn = NullReporter(), lambda line: None
-            record = _execute(config, host, execution, reporter or NullReporter(), warn, last)
-            barrier(execution)  # the others wait until rank 0 has written the record
+            with run_lock(config.out_dir) if execution.is_main else contextlib.nullcontext():
+                if execution.is_main and (config.out_dir / RESULT_FILE).exists():  # finished meanwhile
+                    raise UsageError(f"--out {config.out_dir} already holds a finished run ({RESULT_FILE}); "
+                                     "choose another --out")
+                record = _execute(config, host, execution, reporter or NullReporter(), warn, last)
+                barrier(execution)  # the others wait until rank 0 has written the record
             return record
-    except KeyboardInterrupt:
-        raise RunInterrupted("interrupted", config.out_dir, last[0] if last else None) from None
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (`stxbench.signals`), or plugin code
+        stop = exc if isinstance(exc, SignalInterrupt) else SignalInterrupt()
+        raise RunInterrupted(stop.reason, config.out_dir, last[0] if last else None,
+                             exit_code=stop.exit_code) from None
     except torch.cuda.OutOfMemoryError:
         raise RunInterrupted(
             f"CUDA out of memory (train batch {config.protocol.train.batch_size}, fine-tune batch "
@@ -250,13 +286,26 @@ def execute(
             "(--set train.batch_size=..., which makes the run unofficial)",
             config.out_dir, last[0] if last else None, exit_code=1,
         ) from None
+    except NeuronOutputError as exc:  # blamed on the plugin whose file holds the module
+        owner = (exc.source and host.owner(exc.source)) or host.get("backend", config.backend)
+        raise RunFailed(f"{owner.kind} '{owner.name}' (plugin '{owner.plugin}'): {exc}") from None
     except (UsageError, RunFailed):
         raise
-    except Exception as exc:
+    except BaseException as exc:  # sys.exit() and other BaseExceptions of plugin code included
         culprit = host.blame(exc)
-        if culprit is None:
-            raise  # a bug in stxbench itself: keep the traceback
-        raise RunFailed(culprit) from None
+        if culprit is not None:
+            raise RunFailed(culprit) from None
+        if not isinstance(exc, Exception):  # whoever raised it, a run does not end with exit code 0
+            raise RunFailed(f"the run was stopped by {one_line(exc)}{_where(exc)}") from None
+        if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
+            raise RunFailed(f"out of memory: {one_line(exc)[:200]}; lower the batch size or the model "
+                            "size (--set ..., which makes the run unofficial)") from None
+        raise  # a bug in stxbench itself: keep the traceback
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
 
 
 @dataclass
@@ -266,7 +315,7 @@ class Outcome:
     params_total: int
     shapes: dict[str, tuple[int, int]]  # every ST matrix's dense (out, in), before pruning
     dense_s: float | None = None  # None: the dense model came from the cache
-    checkpoint: Path | None = None  # the dense checkpoint
+    checkpoint_sha256: str | None = None  # of the dense checkpoint as loaded or written
     accuracy_dense: float | None = None
     accuracy_pruned: float | None = None
     finetune_s: float = 0.0
@@ -281,7 +330,7 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
     model = build_model(run)
     compiler = compile_neurons(model, config.cache_dir, warn) if config.compile else None
     outcome = Outcome(metrics.count_parameters(model), metrics.dense_shapes(model))
-    outcome.dense_s, outcome.checkpoint = stage_dense(run, model)
+    outcome.dense_s, outcome.checkpoint_sha256 = stage_dense(run, model)
     outcome.accuracy_dense = run.accuracy(model)
     stage_prune(run, model)
     outcome.accuracy_pruned = run.accuracy(model)
@@ -297,29 +346,27 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
 
 def start_run(config: RunConfig, host: PluginHost, execution: Execution, reporter: Reporter,
               warn: Callable[[str], None], last_checkpoint: list[str]) -> Run:
-    """Threads and seeds, the checkpoint to resume (if any), the data, the device: the `Run`."""
+    """Threads and seeds, the device, the checkpoint to resume (if any), the data: the `Run`."""
     if config.threads:
         torch.set_num_threads(config.threads)
     proto = config.protocol
     if proto.cpu_pin and config.device == "cpu":
         cpu_pin.require(cpu_pin.PINS[proto.cpu_pin])
     seed_everything(config.seed)
-    resume = load_run_checkpoint(config)
-    if resume is not None and execution.is_main:
-        progress = resume["progress"]
-        warn(f"resuming from {run_checkpoint_path(config)}: {resume['stage']} epoch {progress['epoch']}")
+    device = process_device(config.device, execution)
+    numerics = run_numerics(config, host, device, execution)
+    resume = load_run_checkpoint(config, numerics)
     splits = load_splits(proto, host, config.data_root)
     for section in ("train", "finetune"):  # a stage's augmentation must fit the data: say so now
         stage_augmentation(getattr(proto, section), splits, section)
     if execution.distributed:
         check_distributed([proto.train.batch_size, proto.finetune.batch_size], len(splits.train),
                           execution.world_size)
-    device = process_device(config.device, execution)
     configure_cuda(device)
     backend = host.backend(config.backend)
     run = Run(config, host, device, splits, backend, config.surrogate, reporter, warn, execution,
               resume=resume, done=dict(resume["done"]) if resume else {},
-              last_checkpoint=last_checkpoint)
+              last_checkpoint=last_checkpoint, numerics=numerics)
     run.notify("stxbench_run_start", config=config)
     return run
 
@@ -375,7 +422,7 @@ def make_record(run: Run, model: SpikingModel, outcome: Outcome, compiler: Neuro
                 dense_s=outcome.dense_s, finetune_s=outcome.finetune_s, eval_s=final.seconds,
                 samples_per_s=final.samples / final.seconds if final.seconds > 0 else float(final.samples),
             ),
-            provenance=provenance(run, outcome.checkpoint, compiler),
+            provenance=provenance(run, outcome.checkpoint_sha256, compiler),
         )
     except ValidationError as exc:  # a NaN or infinite metric: never written as a number
         first = exc.errors()[0]
@@ -391,7 +438,7 @@ def write_result(run: Run, record: Record) -> None:
     run.notify("stxbench_run_end", record=record)
 
 
-def provenance(run: Run, checkpoint: Path, compiler: NeuronCompiler | None) -> Provenance:
+def provenance(run: Run, checkpoint_sha256: str, compiler: NeuronCompiler | None) -> Provenance:
     execution, backend = run.execution, run.backend
     return Provenance(
         stxbench=stxbench.__version__,
@@ -412,7 +459,7 @@ def provenance(run: Run, checkpoint: Path, compiler: NeuronCompiler | None) -> P
         ),
         git_commit=git_commit(),
         plugin_sha256=run.host.plugin_sha256(used_components(run.config, run.host)),
-        checkpoint_sha256=sha256_file(checkpoint),
+        checkpoint_sha256=checkpoint_sha256,
         created=now_utc(),
     )
 
@@ -425,15 +472,3 @@ def neuron_infos(run: Run) -> dict[str, NeuronInfo]:
         infos[name] = NeuronInfo(family=impl.spec.family, implementation=impl.kind)
     return infos
 
-
-def used_components(config: RunConfig, host: PluginHost):
-    proto = config.protocol
-    families = {host.neuron(n).family for n in (proto.model.base_neuron, config.neuron)}
-    return [*(host.get("neuron family", f) for f in sorted(families)),
-        host.get("dataset", proto.data.dataset),
-        host.get("model", proto.model.name.partition("-")[0]),
-        host.get("neuron", proto.model.base_neuron),
-        host.get("neuron", config.neuron),
-        host.get("pruner", config.pruner),
-        host.get("backend", config.backend),
-    ]

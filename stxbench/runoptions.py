@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stxbench.errors import UsageError
+from stxbench.paths import path_text
 
 
 @dataclass(frozen=True)
@@ -33,18 +35,53 @@ class CliSpec:
     decls: tuple[str, ...]
     help: str
     show_default: bool = True
+    #: turns the typed text into the value (a `UsageError` for text no run can use)
+    parser: Callable[[str], Any] | None = None
 
 
-def option(default: Any, *decls: str, help: str, show_default: bool = True) -> Any:
+def option(default: Any, *decls: str, help: str, show_default: bool = True,
+           parser: Callable[[str], Any] | None = None) -> Any:
     """A `RunOptions` field with its command-line form."""
-    return dataclasses.field(default=default, metadata={"cli": CliSpec(decls, help, show_default)})
+    return dataclasses.field(default=default, metadata={"cli": CliSpec(decls, help, show_default, parser)})
+
+
+def folder_parser(flag: str) -> Callable[[str], Path]:
+    """A folder option as typed: ``--cache-dir ""`` is refused, not read as the current folder."""
+    return lambda raw: path_text(flag, raw)
 
 
 def default_cache_dir() -> Path:
+    """``$STXBENCH_CACHE``, else ``$XDG_CACHE_HOME/stxbench``, else ``~/.cache/stxbench``. An
+    empty or relative ``$XDG_CACHE_HOME`` is ignored (the XDG rule); an empty or relative
+    ``$HOME`` is a `UsageError` (the cache would land in ``/`` or wherever the run starts)."""
     env = os.environ.get("STXBENCH_CACHE")
     if env:
         return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stxbench"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "stxbench"
+    home = os.environ.get("HOME")
+    if home is not None and not os.path.isabs(home):
+        raise UsageError(
+            f"$HOME is {home!r}, not an absolute path, so there is no default cache folder; "
+            "set STXBENCH_CACHE or pass --cache-dir"
+        )
+    return Path.home() / ".cache" / "stxbench"
+
+
+def cache_dir_source(cache_dir: str | os.PathLike | None) -> str:
+    """Where the cache folder came from, as messages name it."""
+    if cache_dir is not None:
+        return "--cache-dir"
+    return "$STXBENCH_CACHE" if os.environ.get("STXBENCH_CACHE") else "the default cache folder"
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -65,19 +102,22 @@ class RunOptions:
         "to a minute, cached, and later runs reuse the graphs) [default: the protocol's].")
     cache_dir: Path | None = option(
         None, "--cache-dir",
-        help="Where dense checkpoints are cached [default: $STXBENCH_CACHE or ~/.cache/stxbench].")
+        help="Where dense checkpoints are cached [default: $STXBENCH_CACHE or ~/.cache/stxbench].",
+        parser=folder_parser("--cache-dir"))
     data_root: str | None = option(
-        None, "--data-root", help="Folder holding a dataset that does not ship with a package.")
+        None, "--data-root", help="Folder holding a dataset that does not ship with a package.",
+        parser=lambda raw: str(path_text("--data-root", raw)))
     counts: bool = option(
         True, " /--no-counts", show_default=False,
         help="Skip op counting: the record holds no counts and no energy.")
 
     def check(self) -> None:
         """Refuse values no run can use (one line each, as `UsageError`)."""
-        if self.threads is not None and self.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {self.threads}")
-        if self.workers is not None and self.workers < 0:
-            raise UsageError(f"--workers must be >= 0, got {self.workers}")
+        cpus = usable_cpus()
+        if self.threads is not None and not 1 <= self.threads <= cpus:
+            raise UsageError(f"--threads must be in 1..{cpus} (the CPUs this process may use), got {self.threads}")
+        if self.workers is not None and not 0 <= self.workers <= cpus:
+            raise UsageError(f"--workers must be in 0..{cpus} (the CPUs this process may use), got {self.workers}")
 
     def values(self) -> dict[str, Any]:
         """The options by field name (to build a `RunConfig` from them)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -18,6 +19,7 @@ from stxbench.api import DataSplits
 from stxbench.augment import stage_augmentation
 from stxbench.errors import RunFailed
 from stxbench.execution import Execution, all_reduce_sums, derive_seed, wrap_data_parallel
+from stxbench.models.base import checking_spikes
 from stxbench.protocol import StageSection
 
 
@@ -255,6 +257,14 @@ def train_stage(
     return loop.run()
 
 
+def find_bad_neuron(model: nn.Module, x: torch.Tensor) -> None:
+    """Run the batch ``x`` through ``model`` again with every neuron layer checking its spikes:
+    raises `NeuronOutputError` at the first layer whose output is not 0/1 (NaN included). Used
+    when a loss or logits come out non-finite, to tell a broken backend from a diverged run."""
+    with torch.no_grad(), checking_spikes(model):
+        model(x)
+
+
 class StageLoop:
     """The training loop of one stage: what stays fixed through it (model, data, the protocol's
     section, where it runs), its `StageState`, and the epoch and step that advance that state."""
@@ -278,6 +288,7 @@ class StageLoop:
         )
         self.criterion = nn.CrossEntropyLoss(label_smoothing=stage.label_smoothing)
         self.net = wrap_data_parallel(model, execution, device)
+        self.spikes_checked = False  # the first step checks every neuron layer's spikes
 
     def run(self) -> StageResult:
         """Every epoch left; after each, the checkpointer and the epoch's observers."""
@@ -331,11 +342,15 @@ class StageLoop:
         target = y
         if mixing:
             x, target = mixup(x, y, splits.num_classes, stage.mixup, state.mixup_rng)
-        with self.execution.autocast(self.device):
+        check = contextlib.nullcontext() if self.spikes_checked else checking_spikes(self.model)
+        with self.execution.autocast(self.device), check:
             logits = self.net(x)
             loss = self.criterion(logits.float(), target)
+        self.spikes_checked = True
         loss_value = loss.item()
         if not math.isfinite(loss_value):
+            with self.execution.autocast(self.device):
+                find_bad_neuron(self.model, x)  # a backend's NaN is the backend's, not the lr's
             raise RunFailed(
                 f"training diverged: loss is {loss_value} at {self.name} epoch {state.epoch + 1}, "
                 f"step {state.step + 1}; lower the learning rate ({self.name} lr = {stage.lr})"
@@ -373,8 +388,14 @@ def evaluate(
         splits.test, batch_size, shuffle=False, drop_last=False, workers=execution.workers,
         pin_memory=execution.pin_memory,
     ):
-        with execution.autocast(device):
-            pred = model(_to_input(x, splits, device)).argmax(1).cpu()
+        x = _to_input(x, splits, device)
+        with execution.autocast(device), checking_spikes(model) if not preds else contextlib.nullcontext():
+            logits = model(x)
+        if not bool(torch.isfinite(logits).all()):  # argmax of NaN logits would be a silent class
+            with execution.autocast(device):
+                find_bad_neuron(model, x)
+            raise RunFailed("evaluation gave non-finite logits (the model's weights hold NaN or inf)")
+        pred = logits.argmax(1).cpu()
         correct += (pred == y).sum().item()
         preds.append(pred)
     seconds = time.perf_counter() - start

@@ -12,6 +12,7 @@ import torch
 from stxbench.execution import Execution, cudnn_settings, derive_seed
 from stxbench.protocol import builtin_protocols, load_protocol
 from stxbench.record import load_record
+from stxbench.runoptions import usable_cpus
 from stxbench.training import batches, lr_factor, mixup
 
 
@@ -91,7 +92,7 @@ def test_autocast_only_when_asked():
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--precision", "fp16"], "error: --precision fp16: valid: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16"),
-    (["--workers", "-1"], "error: --workers must be >= 0, got -1"),
+    (["--workers", "-1"], f"error: --workers must be in 0..{usable_cpus()} (the CPUs this process may use), got -1"),
     (["--nproc", "1"], "error: --nproc must be >= 2 (1 is a plain run), got 1"),
     (["--nproc", "3"], "error: batch size 32 does not split over 3 processes; choose a process count that divides every stage's batch size"),
     (["--device", "cuda"], "error: --device cuda: CUDA is not available on this machine (valid: auto, cpu)"),
@@ -146,7 +147,7 @@ def test_firing_rates_count_exactly_under_bf16_autocast():
 
     class AllFire(torch.nn.Module):
         def forward(self, x):
-            return torch.ones_like(x, dtype=torch.bfloat16)
+            return torch.ones_like(x)
 
     class OneLayer(SpikingModel):
         def __init__(self):
@@ -158,5 +159,5 @@ def test_firing_rates_count_exactly_under_bf16_autocast():
 
     model = OneLayer()
     with FiringRates(model) as rates:
-        model(torch.zeros(300_001, 1))
+        model(torch.zeros(300_001, 1, dtype=torch.bfloat16))
     assert rates.overall() == 1.0

@@ -115,6 +115,8 @@ class Release:
 
 
 class Cifar(Dataset):
+    options = ("crop_padding",)
+
     def __init__(self, name: str, summary: str, release: Release, num_classes: int,
                  mean: tuple[float, ...], std: tuple[float, ...]):
         self.name, self.summary, self.release = name, summary, release
@@ -140,12 +142,16 @@ class Cifar(Dataset):
 
         return join(train), join(test), folder
 
-    def load(self, root: str | None, **options) -> DataSplits:
-        check_options(self.name, options, ("crop_padding",))
+    def validate_options(self, options) -> None:
+        check_options(self.name, options, self.options)
         padding = options.get("crop_padding", CROP_PADDING)
         if not isinstance(padding, int) or isinstance(padding, bool) or not 0 <= padding <= 16:
             raise UsageError(f"dataset '{self.name}': crop_padding must be a whole number of pixels "
                              f"in 0..16, got {padding!r}")
+
+    def load(self, root: str | None, **options) -> DataSplits:
+        self.validate_options(options)
+        padding = options.get("crop_padding", CROP_PADDING)
         (x_train, y_train), (x_test, y_test), folder = self.read(
             data_folder(self.name, root, self.release.layout())
         )

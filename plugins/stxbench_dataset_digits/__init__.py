@@ -18,6 +18,7 @@ TEST_FRACTION = 0.2
 class Digits(Dataset):
     name = "digits"
     summary = "scikit-learn digits, 8x8x1, 10 classes, stratified 1437/360 split (ships with sklearn)"
+    options = ()
 
     def load(self, root: str | None) -> DataSplits:
         from sklearn.datasets import load_digits

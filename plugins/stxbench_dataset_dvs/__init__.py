@@ -137,6 +137,10 @@ class ClipSettings:
 class EventDataset(Dataset):
     classes: tuple[str, ...]
     layout: str
+    options = ("frames", "split_by", "size", "flip")
+
+    def validate_options(self, options) -> None:
+        self.settings(dict(options))
 
     def events_root(self, root: str | None) -> Path:
         folder = data_folder(self.name, root, self.layout)
@@ -148,14 +152,14 @@ class EventDataset(Dataset):
         return folder / "events_np"
 
     def settings(self, options: dict) -> ClipSettings:
-        check_options(self.name, options, ("frames", "split_by", "size", "flip"))
+        check_options(self.name, options, self.options)
         size, flip = options.get("size", H), options.get("flip", True)
         if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= H:
             raise UsageError(f"dataset '{self.name}': size must be a whole number of pixels in 1..{H}, got {size!r}")
         if not isinstance(flip, bool):
             raise UsageError(f"dataset '{self.name}': flip must be true or false, got {flip!r}")
         frames, split_by = options.get("frames"), options.get("split_by", "number")
-        if not isinstance(frames, int) or frames < 1:
+        if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
             raise UsageError(
                 f"dataset '{self.name}' needs frames = T >= 1 (protocol encoding 'frames'), got {frames!r}"
             )

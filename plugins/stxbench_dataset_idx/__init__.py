@@ -79,6 +79,8 @@ def find_file(folder: Path, stem: str) -> Path:
 class IdxDataset(Dataset):
     """A dataset of the MNIST family in the official IDX files."""
 
+    options = ("train_samples",)
+
     def __init__(self, name: str, torchvision_name: str, summary: str, default_root: str | None = None):
         self.name = name
         self.torchvision_name = torchvision_name
@@ -103,8 +105,14 @@ class IdxDataset(Dataset):
         require_files(self.name, files, f"{path}/{LAYOUT}")
         return path
 
+    def validate_options(self, options) -> None:
+        check_options(self.name, options, self.options)
+        limit = options.get("train_samples", 1)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise UsageError(f"dataset '{self.name}': train_samples must be a whole number >= 1, got {limit!r}")
+
     def load(self, root: str | None, **options) -> DataSplits:
-        check_options(self.name, options, ("train_samples",))
+        self.validate_options(options)
         folder = self.folder(root)
         arrays = {key: read_idx(find_file(folder, stem)) for key, stem in FILES.items()}
         for split in ("train", "test"):

@@ -20,6 +20,7 @@ from stxbench.api import DataSplits, Dataset, UsageError, check_options, hookimp
 class MNIST1D(Dataset):
     name = "mnist1d"
     summary = "MNIST-1D, (1, 40) sequences, 10 classes, official 4000/1000 split (generated offline)"
+    options = ()
 
     def load(self, root: str | None, **options) -> DataSplits:
         check_options(self.name, options, ())

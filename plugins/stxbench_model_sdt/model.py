@@ -238,6 +238,8 @@ class SpikeDrivenTransformer(SpikingModel):
         pools = default_pools(input_shape) if pools is None else pools
         if not isinstance(pools, int) or not 0 <= pools <= 4:
             raise UsageError(f"sdt pools must be an integer in 0..4, got {pools!r}")
+        if not 0 < mlp_ratio <= MAX_MLP_RATIO:
+            raise UsageError(f"sdt mlp_ratio must be in (0, {MAX_MLP_RATIO}], got {mlp_ratio!r}")
         hidden = int(dim * mlp_ratio)
         if hidden < 1:
             raise UsageError(f"sdt mlp_ratio {mlp_ratio} leaves no hidden units at width {dim}")
@@ -293,11 +295,18 @@ class SpikeDrivenTransformer(SpikingModel):
         return self.head(self.head_neuron(x.mean(dim=2))).mean(0)
 
 
+#: far beyond any published size (8-768, 10-512), short of sizes no machine holds
+MAX_DEPTH = 64
+MAX_WIDTH = 4096
+#: hidden units per width in the MLP blocks (published: 4)
+MAX_MLP_RATIO = 16
+
+
 def parse_size(size: str) -> tuple[int, int]:
     try:
         depth, dim = (int(p) for p in size.split("-"))
     except ValueError:
         raise UsageError(f"sdt size '{size}' must be DEPTH-WIDTH, e.g. sdt-2-512") from None
-    if depth < 1 or dim < 8:
-        raise UsageError(f"sdt-{size}: depth must be >= 1 and width >= 8")
+    if not (1 <= depth <= MAX_DEPTH and 8 <= dim <= MAX_WIDTH):
+        raise UsageError(f"sdt-{size}: depth must be in 1..{MAX_DEPTH} and width in 8..{MAX_WIDTH}")
     return depth, dim

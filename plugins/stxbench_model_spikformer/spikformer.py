@@ -166,8 +166,15 @@ class Spikformer(SpikingModel):
         pools: int | None = None,
     ):
         super().__init__()
-        heads = heads or max(1, dim // 32)
-        if dim % 8 or dim % heads:
+        heads = max(1, dim // 32) if heads is None else heads
+        for key, value in (("heads", heads), ("pools", pools)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise UsageError(f"spikformer option {key} must be a whole number, got {value!r}")
+        if (isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float))
+                or not 0 < mlp_ratio <= MAX_MLP_RATIO or int(dim * mlp_ratio) < 1):
+            raise UsageError(f"spikformer mlp_ratio must be a number in (0, {MAX_MLP_RATIO}] leaving at "
+                             f"least one hidden unit at width {dim}, got {mlp_ratio!r}")
+        if not 1 <= heads <= dim or dim % 8 or dim % heads:
             raise UsageError(
                 f"spikformer width {dim} must be a multiple of 8 and of the head count {heads}"
             )
@@ -215,6 +222,13 @@ class Spikformer(SpikingModel):
         return self.head(x.mean(dim=(0, 2)))
 
 
+#: far beyond any published size (8-768, 10-512), short of sizes no machine holds
+MAX_DEPTH = 64
+MAX_WIDTH = 4096
+#: hidden units per width in the MLP blocks (published: 4)
+MAX_MLP_RATIO = 16
+
+
 def parse_size(size: str) -> tuple[int, int]:
     try:
         depth, dim = (int(p) for p in size.split("-"))
@@ -222,7 +236,7 @@ def parse_size(size: str) -> tuple[int, int]:
         raise UsageError(
             f"spikformer size '{size}' must be DEPTH-WIDTH, e.g. spikformer-4-384"
         ) from None
-    if depth < 1 or dim < 8:
-        raise UsageError(f"spikformer-{size}: depth must be >= 1 and width >= 8")
+    if not (1 <= depth <= MAX_DEPTH and 8 <= dim <= MAX_WIDTH):
+        raise UsageError(f"spikformer-{size}: depth must be in 1..{MAX_DEPTH} and width in 8..{MAX_WIDTH}")
     return depth, dim
 

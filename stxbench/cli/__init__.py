@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import shlex
 import sys
+import traceback
+from pathlib import Path
 
 import typer
 
@@ -23,7 +25,8 @@ from stxbench.cli import (  # noqa: F401  (each command module registers its com
     sweep,
 )
 from stxbench.cli.root import app
-from stxbench.errors import RunFailed, RunInterrupted, UsageError
+from stxbench.errors import RunFailed, RunInterrupted, UsageError, one_line
+from stxbench.signals import SignalInterrupt, signals_as_interrupts
 
 __all__ = ["app", "main"]
 
@@ -36,12 +39,25 @@ def resume_command(argv: list[str] | None, out_dir) -> str:
     return shlex.join(["stxbench", *args])
 
 
+def where(exc: BaseException) -> str:
+    """`` at file.py:line`` of the innermost frame that raised ``exc``."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+
+
+def foreign_exit(exc: SystemExit) -> str:
+    """One line for a ``sys.exit()`` that escaped the command: stxbench's commands return their
+    exit code, so this came from code it called (a plugin), named by its innermost frame."""
+    return f"error: stopped by sys.exit({exc.code!r}){where(exc)}, in code stxbench called (a plugin?)"
+
+
 def main(argv: list[str] | None = None) -> None:
     common.STATE.argv = tuple(sys.argv[1:] if argv is None else argv)
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # `-p module` finds modules in the current directory, like python -m
     try:
-        code = app(args=argv, prog_name="stxbench", standalone_mode=False)
+        with signals_as_interrupts():
+            code = app(args=argv, prog_name="stxbench", standalone_mode=False)
     except UsageError as exc:
         common.err_line(f"error: {exc}")
         sys.exit(2)
@@ -51,18 +67,27 @@ def main(argv: list[str] | None = None) -> None:
     except RunFailed as exc:
         common.err_line(f"error: {exc}")
         sys.exit(1)
-    except typer.Abort:
-        common.err_line("aborted")
-        sys.exit(130)
+    except typer.Abort as exc:
+        stop = exc.__context__ if isinstance(exc.__context__, SignalInterrupt) else SignalInterrupt()
+        common.err_line("aborted" if type(stop) is SignalInterrupt else f"error: {stop.reason}")
+        sys.exit(stop.exit_code)
+    except SystemExit as exc:
+        common.err_line(foreign_exit(exc))
+        sys.exit(1)
     except Exception as exc:
         # click's usage errors (typer vendors click in recent versions, so match by shape)
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
-            raise
+            raise  # a bug of stxbench's own: keep the traceback
         hint = ""
         ctx = getattr(exc, "ctx", None)
         if ctx is not None:
             hint = f" (see '{ctx.command_path} --help')"
         common.err_line(f"error: {exc.format_message()}{hint}".replace("\n", " "))
         sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except BaseException as exc:  # not an Exception: raised by code stxbench called
+        common.err_line(f"error: stopped by {one_line(exc)}{where(exc)}, in code stxbench called (a plugin?)")
+        sys.exit(1)
     if isinstance(code, int) and code:
         sys.exit(code)

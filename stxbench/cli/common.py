@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 
@@ -22,7 +23,9 @@ def host() -> PluginHost:
 
 
 def err_line(text: str) -> None:
-    print(" ".join(text.split()), file=sys.stderr)
+    """``text`` as one line of stderr: line breaks (with the indentation around them) become one
+    space; other spacing stays, so paths and quoted commands in the line stay as they are."""
+    print(re.sub(r"\s*[\r\n]+\s*", " ", text).strip(), file=sys.stderr)
 
 
 def restart_pinned(protocol, device: str) -> None:

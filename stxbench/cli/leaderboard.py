@@ -18,6 +18,7 @@ from stxbench.leaderboard.rerun import Rerunner, can_rerun, pick_one
 from stxbench.leaderboard.store import DEFAULT_ROOT, Board, Entry, ProtocolLookup
 from stxbench.leaderboard.submit import submit
 from stxbench.leaderboard.verify import Verifier
+from stxbench.paths import check_writable_dir
 from stxbench.provenance import git_commit
 from stxbench.runconfig import resolve_device
 
@@ -56,6 +57,7 @@ def submit_command(
 ) -> None:
     """Copy official records that pass every check into <root>/<protocol>/entries/, then render.
     Each refused record gets one line; the exit code is 2 if any was refused."""
+    check_writable_dir("--root", root)
     board = Board(root)
     _, verifier = _verifier(protocol_dir)
     outcome = submit(board, verifier, records, replace=replace)
@@ -75,6 +77,7 @@ def submit_command(
 def render_command(root: Path = typer.Option(DEFAULT_ROOT, "--root", help=ROOT_HELP)) -> None:
     """Write <root>/README.md (index), and per protocol README.md (table) and
     accuracy_energy.png (plot, Pareto front marked). Files already current are left alone."""
+    check_writable_dir("--root", root)
     _render(Board(root))
 
 

@@ -33,7 +33,8 @@ def _run_option_parameters() -> list[inspect.Parameter]:
     params = []
     for f in dataclasses.fields(RunOptions):
         spec = f.metadata["cli"]
-        info = typer.Option(*spec.decls, help=spec.help, show_default=spec.show_default)
+        extra = {"parser": spec.parser} if spec.parser else {}
+        info = typer.Option(*spec.decls, help=spec.help, show_default=spec.show_default, **extra)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
                                         default=f.default, annotation=Annotated[hints[f.name], info]))
     return params

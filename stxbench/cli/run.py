@@ -20,7 +20,7 @@ from stxbench.protocol import DEFAULT_PROTOCOL
 from stxbench.record import Record
 from stxbench.runconfig import RunConfig, resolve
 from stxbench.runner import RESULT_FILE, execute
-from stxbench.runoptions import RunOptions
+from stxbench.runoptions import RunOptions, folder_parser
 
 
 class RichReporter:
@@ -88,7 +88,8 @@ def run_command(
     protocol: ProtocolOption = DEFAULT_PROTOCOL,
     seed: int | None = typer.Option(None, "--seed", help="Seed [default: the protocol's first seed]."),
     settings: SettingsOption = [],
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder for result.json [default: a new folder under runs/]."),
+    out: Path | None = typer.Option(None, "--out", "-o", parser=folder_parser("--out"),
+                                    help="Output folder for result.json [default: a new folder under runs/]."),
     quiet: QuietOption = False,
     nproc: int | None = typer.Option(None, "--nproc",
         help="Data-parallel processes on this machine, started with torchrun (one per GPU with --device cuda)."),

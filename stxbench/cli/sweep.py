@@ -23,11 +23,12 @@ from stxbench.cli.root import app
 from stxbench.cli.options import ProtocolOption, QuietOption, SettingsOption, with_run_options
 from stxbench.cli.run import RichReporter
 from stxbench.errors import UsageError
+from stxbench.paths import check_not_in_use
 from stxbench.protocol import DEFAULT_PROTOCOL, load_protocol
 from stxbench.record import Record, load_record
-from stxbench.runconfig import RunConfig, resolve, split_settings
+from stxbench.runconfig import RunConfig, check_seed, resolve, split_settings
 from stxbench.runner import RESULT_FILE, execute
-from stxbench.runoptions import RunOptions
+from stxbench.runoptions import RunOptions, folder_parser
 
 
 def split_names(option: str, text: str) -> list[str]:
@@ -46,6 +47,11 @@ def split_seeds(text: str | None) -> list[int] | None:
         seeds = [int(s) for s in split_names("--seeds", text)]
     except ValueError:
         raise UsageError(f"--seeds {text}: seeds are comma-separated integers, e.g. 0,1,2") from None
+    for seed in seeds:
+        check_seed("--seeds", seed)
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise UsageError(f"--seeds {text}: seed {repeated[0]} is given twice (each seed is one run)")
     return seeds
 
 
@@ -110,7 +116,8 @@ def sweep_command(
     seeds: str | None = typer.Option(None, "--seeds", help="Comma-separated seeds [default: the protocol's seeds]."),
     protocol: ProtocolOption = DEFAULT_PROTOCOL,
     settings: SettingsOption = [],
-    out: Path = typer.Option(Path("runs/sweep"), "--out", "-o", help="Root folder of the sweep's records."),
+    out: Path = typer.Option(Path("runs/sweep"), "--out", "-o", parser=folder_parser("--out"),
+                             help="Root folder of the sweep's records."),
     quiet: QuietOption = False,
     *,
     options: RunOptions,
@@ -138,6 +145,9 @@ def sweep_command(
                              plugins=common.STATE.plugins)
             cells.append(Cell(config, label))
     done = [existing_record(c) for c in cells]  # checked before anything runs
+    for cell, record in zip(cells, done):
+        if record is None:
+            check_not_in_use(cell.config.out_dir)
     if cells:
         common.restart_pinned(cells[0].config.protocol, cells[0].config.device)
 

@@ -6,9 +6,12 @@ Plugins import these through `stxbench.api`.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -16,6 +19,31 @@ from torch import Tensor, nn
 
 from stxbench.errors import RunFailed
 from stxbench.neurons import MakeNeuron, NeuronSite
+
+
+class NeuronOutputError(RunFailed):
+    """A neuron module broke the neuron contract (`stxbench.api.Backend`): its output is not a
+    tensor of spikes shaped and typed like its input. Raised at the slot, naming the module's
+    class and where its ``forward`` is, so the backend is blamed, not the learning rate."""
+
+    def __init__(self, slot: NeuronSlot, problem: str):
+        impl = type(slot.impl)
+        self.site, self.module = slot.site.name, impl.__qualname__
+        #: the module's source file (to find the plugin it belongs to) and ``file.py:line``
+        self.source, self.location = _source_of(impl)
+        super().__init__(f"its neuron module {self.module} ({self.location}) {problem} at neuron layer "
+                         f"'{self.site}'; a backend's neurons must return 0.0/1.0 spikes of their input's shape "
+                         "and dtype")
+
+
+def _source_of(cls: type) -> tuple[str | None, str]:
+    """The file of a class's ``forward`` (or of the class), and its ``file.py:line``."""
+    target = getattr(cls, "forward", cls)
+    try:
+        path, line = inspect.getsourcefile(target), inspect.getsourcelines(target)[1]
+    except (OSError, TypeError):
+        return None, f"module {cls.__module__}"
+    return (path, f"{Path(path).name}:{line}") if path else (None, f"module {cls.__module__}")
 
 
 def _checked(impl: object, site: NeuronSite) -> nn.Module:
@@ -32,6 +60,9 @@ class NeuronSlot(nn.Module):
     looking for slots. The slot remembers the factory that built ``impl``, so structured pruning
     can narrow it (`keep_channels`) without knowing the backend.
     """
+
+    #: check the spikes' values too (`checking_spikes`), not only their shape and type
+    check_values = False
 
     def __init__(self, site: NeuronSite, make_neuron: MakeNeuron):
         super().__init__()
@@ -62,11 +93,38 @@ class NeuronSlot(nn.Module):
             new_state[key].copy_(value)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.impl(x)
+        out = self.impl(x)
+        # Shape and type on every call (metadata: free; float32 spikes for a bf16 input are
+        # fine: neurons with float32 learnables promote under autocast); values only while `checking_spikes`
+        # (one batch per stage, and to find the culprit when a loss or logits turn non-finite):
+        # a full comparison per call would cost a pass over every spike tensor.
+        if not isinstance(out, Tensor):
+            raise NeuronOutputError(self, f"returned a {type(out).__name__}, not a tensor")
+        if out.shape != x.shape or (out.dtype != x.dtype and out.dtype != torch.float32):
+            raise NeuronOutputError(self, f"returned {tuple(out.shape)} {out.dtype} for input "
+                                          f"{tuple(x.shape)} {x.dtype}")
+        if self.check_values and not bool(((out == 0) | (out == 1)).all()):
+            bad = out[(out != 0) & (out != 1)].flatten()[0].item()
+            raise NeuronOutputError(self, f"returned {bad!r}, not a spike")
+        return out
 
     def extra_repr(self) -> str:
         s = self.site
         return f"channels={s.channels}, channel_dim={s.channel_dim}, v_threshold={s.v_threshold}"
+
+
+@contextlib.contextmanager
+def checking_spikes(model: nn.Module) -> Iterator[None]:
+    """While active, every neuron slot of ``model`` also checks that its output holds only 0.0
+    and 1.0 (a NaN fails that too), raising `NeuronOutputError` at the first slot that does not."""
+    slots = [m for m in model.modules() if isinstance(m, NeuronSlot)]
+    for slot in slots:
+        slot.check_values = True
+    try:
+        yield
+    finally:
+        for slot in slots:
+            slot.check_values = False
 
 
 @dataclass(frozen=True)
