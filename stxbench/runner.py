@@ -3,9 +3,10 @@ fine-tuning -> evaluation -> record."""
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from stxbench.api import Backend, DataSplits, NeuronSpec, Surrogate
 from stxbench.augment import stage_augmentation
 from stxbench.checkpoints import (
     dense_checkpoint_path,
+    dense_lock,
     load_dense,
     load_run_checkpoint,
     remove_run_checkpoint,
@@ -167,22 +169,25 @@ def stage_dense(run: Run, model: SpikingModel) -> tuple[float | None, Path]:
 
 def train_or_load_dense(run: Run, model: SpikingModel) -> tuple[float | None, Path]:
     """Train the dense model with the base neuron, or load it from the cache. In a distributed
-    run rank 0 reads and writes the cache and the others take its weights."""
+    run rank 0 reads and writes the cache and the others take its weights. Rank 0 holds the
+    dense model's lock throughout (`dense_lock`): a process wanting the same dense model waits,
+    then loads it."""
     ex = run.execution
     path = dense_checkpoint_path(run.config, ex)
-    resume = run.resume_of("dense")
-    if resume is None:
-        cached = ex.is_main and load_dense(path, model, run.warn)
-        if broadcast_flag(cached, ex, run.device):
-            model.to(run.device)
-            broadcast_state(model, ex)
-            return None, path
-    else:
-        model.load_state_dict(resume["model"])
-    seconds = run.train(model, "dense", run.config.protocol.train)
-    if ex.is_main:
-        save_dense(path, model)
-    broadcast_state(model, ex)  # the others wait here while rank 0 writes
+    with dense_lock(path, run.warn) if ex.is_main else contextlib.nullcontext():
+        resume = run.resume_of("dense")
+        if resume is None:
+            cached = ex.is_main and load_dense(path, model, run.warn)
+            if broadcast_flag(cached, ex, run.device):
+                model.to(run.device)
+                broadcast_state(model, ex)
+                return None, path
+        else:
+            model.load_state_dict(resume["model"])
+        seconds = run.train(model, "dense", run.config.protocol.train)
+        if ex.is_main:
+            save_dense(path, model)
+        broadcast_state(model, ex)  # the others wait here while rank 0 writes
     return seconds, path
 
 
@@ -223,7 +228,7 @@ def execute(
     A checkpoint in ``--out`` (left by a run that was killed or interrupted) is resumed from;
     Ctrl-C and CUDA out-of-memory stop the run with the last checkpoint kept."""
     last: list[str] = []
-    try:
+    with failures_explained(config, host, last):
         with process_group(config.device) as env:
             rank, world, local_rank = env or (0, 1, 0)
             execution = Execution(
@@ -237,6 +242,35 @@ def execute(
             record = _execute(config, host, execution, reporter or NullReporter(), warn, last)
             barrier(execution)  # the others wait until rank 0 has written the record
             return record
+
+
+def execute_dense(
+    config: RunConfig,
+    host: PluginHost,
+    reporter: Reporter | None = None,
+    warn: Callable[[str], None] = lambda line: print(f"warning: {line}", file=sys.stderr),
+) -> tuple[float | None, Path]:
+    """Stage 1 alone, in one process: train ``config``'s dense model into the cache (or find it
+    there); returns its training seconds (None: it was cached) and its path. A sweep runs this
+    once per dense model before the runs that share it start. Every epoch is checkpointed in
+    ``config.out_dir`` (a timed-out job resumes there); the checkpoint goes once the dense model
+    is in the cache. Not a CLI command: the sweep executors call it (stxbench.executors)."""
+    last: list[str] = []
+    with failures_explained(config, host, last):
+        execution = Execution(precision=config.precision, pin_memory=config.device.startswith("cuda"),
+                              workers=resolve_workers(config.workers, config.device, 1))
+        run = start_run(config, host, execution, reporter or NullReporter(), warn, last)
+        seconds, path = train_or_load_dense(run, build_model(run))
+        remove_run_checkpoint(config)
+        return seconds, path
+
+
+@contextlib.contextmanager
+def failures_explained(config: RunConfig, host: PluginHost, last: list[str]) -> Iterator[None]:
+    """Ctrl-C and CUDA out-of-memory as `RunInterrupted` (the last checkpoint named), a plugin's
+    exception as `RunFailed` naming the plugin; a bug in stxbench keeps its traceback."""
+    try:
+        yield
     except KeyboardInterrupt:
         raise RunInterrupted("interrupted", config.out_dir, last[0] if last else None) from None
     except torch.cuda.OutOfMemoryError:
@@ -274,6 +308,7 @@ class Outcome:
 def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter: Reporter,
              warn: Callable[[str], None], last_checkpoint: list[str]) -> Record | None:
     run = start_run(config, host, execution, reporter, warn, last_checkpoint)
+    run.notify("stxbench_run_start", config=config)
     model = build_model(run)
     compiler = compile_neurons(model, config.cache_dir, warn) if config.compile else None
     outcome = Outcome(metrics.count_parameters(model), metrics.dense_shapes(model))
@@ -314,7 +349,6 @@ def start_run(config: RunConfig, host: PluginHost, execution: Execution, reporte
     run = Run(config, host, device, splits, backend, config.surrogate, reporter, warn, execution,
               resume=resume, done=dict(resume["done"]) if resume else {},
               last_checkpoint=last_checkpoint)
-    run.notify("stxbench_run_start", config=config)
     return run
 
 
