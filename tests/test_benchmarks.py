@@ -26,6 +26,8 @@ def run_benchmark(script: str, *args: str, cwd: Path) -> str:
     ("overhead.py", ["--rounds", "1", "--protocol", "{tiny}"], "bare loop"),
     ("pruned_inference.py", ["--rounds", "1", "--no-compile", "--protocol", "{tiny}"], "dsp svd 0.25"),
     ("counting.py", ["--repeats", "1", "--protocol", "{tiny}"], "ratio counted / plain"),
+    ("sweep_executors.py", ["--rounds", "1", "--protocol", "{tiny}", "--neurons", "lif", "--seeds", "0"],
+     "records identical (all but timing and creation time): 1/1"),
 ])
 def test_benchmark_runs_and_prints_its_table(script, args, expected, tiny_protocol, tmp_path):
     args = [arg.format(tiny=tiny_protocol) for arg in args]

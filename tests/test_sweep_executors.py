@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import fake_slurm
+from conftest import TINY_PROTOCOL
 from stxbench.executors.plan import make_plan
 from stxbench.executors.status import record_sweep
 from stxbench.executors.tasks import read_state, write_state
@@ -209,6 +210,46 @@ def test_slurm_sweep_submits_dense_then_runs_with_their_resources(cli, tiny_prot
     assert "submitted 1 dense job(s) (array 1002), then 2 run(s) (array 1003)" in third.stdout
     assert sbatch_lines(folder, "1003")["dependency"] == "afterok:1002"
     assert sbatch_lines(folder, "1003")["array"] == "0-1%2"
+
+
+def test_the_submitted_scripts_run_on_a_node_and_a_requeued_job_resumes(cli, tmp_path, monkeypatch):
+    """The sbatch scripts themselves, run as a node runs an array task: the dense job, stopped by
+    SLURM's time-limit signal after an epoch, is requeued and resumes there; then the run."""
+    import signal
+    import time
+
+    fake = fake_slurm.install(tmp_path, monkeypatch)
+    protocol = tmp_path / "tiny.toml"
+    protocol.write_text(TINY_PROTOCOL.format(dense_epochs=4))
+    out = tmp_path / "sweep"
+    result = cli("sweep", "--protocol", str(protocol), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                 "--executor", "slurm", "--seeds", "0", "--device", "cpu", "--threads", "1", "-q")
+    assert result.code == 0, result.stderr
+    folder = out / "tiny"
+    dense_dir = next((folder / "_dense").iterdir())
+    script = folder / "_slurm" / "1000" / "1000_submission.sh"
+    job = fake_slurm.run_job(script, "1000", wait=False)
+    deadline = time.time() + 300
+    while not (dense_dir / "checkpoint.pt").exists() and time.time() < deadline and job.poll() is None:
+        time.sleep(0.2)
+    assert (dense_dir / "checkpoint.pt").exists(), "the dense job wrote no checkpoint"
+    os.kill(read_state(dense_dir).pid, signal.SIGUSR2)  # what --signal=USR2@90 sends
+    assert job.wait(timeout=300) != 0
+    state = read_state(dense_dir)
+    assert (state.state, state.reason, state.job_id) == ("queued", "requeued by SLURM (time limit or preemption)",
+                                                         "1000")
+    assert fake.calls("scontrol") == ["requeue 1000"]
+
+    fake_slurm.run_job(script, "1000")  # SLURM starts the requeued job again
+    assert "resuming from" in Path(read_state(dense_dir).log).read_text()
+    assert read_state(dense_dir).state == "finished" and not (dense_dir / "checkpoint.pt").exists()
+    fake_slurm.run_job(folder / "_slurm" / "1001" / "1001_submission.sh", "1001")
+    state = read_state(folder / "lif-none-torch-s0")
+    assert (state.state, state.executor, state.job_id) == ("finished", "slurm", "1001")
+    record = load_record(folder / "lif-none-torch-s0" / "result.json")
+    assert record.timing.dense_s is None  # the dense job trained it
+    status = cli("sweep", "status", str(out))
+    assert "1 runs: 1 done, 0 missing" in status.stdout and "dense models: 1 done, 0 missing" in status.stdout
 
 
 def test_a_run_whose_job_vanished_is_failed_and_one_whose_process_died_too(cli, tiny_protocol, tmp_path):

@@ -3,7 +3,8 @@
 `with_run_options` gives a command every field of `stxbench.runoptions.RunOptions` as an option
 (flags and help from the field) and hands the command one ``options: RunOptions``; the aliases
 below are the other options both commands take. To add a run option, add a field to
-`RunOptions`: nothing here changes.
+`RunOptions`: nothing here changes. `with_model_options` does the same for the fields of a
+pydantic model that a file can also hold (sweep's SLURM profile).
 """
 
 from __future__ import annotations

@@ -41,9 +41,9 @@ from stxbench.cli.sweep_status import print_submit_hint, status_command
 from stxbench.errors import RunFailed, RunInterrupted, UsageError
 from stxbench.executors import slurm
 from stxbench.executors.local import Outcome, run_local, run_serial, visible_gpus
-from stxbench.executors.plan import Plan, dense_config, dense_path, make_plan
-from stxbench.executors.status import Liveness, record_sweep, sweep_lock
-from stxbench.executors.tasks import Task, read_state
+from stxbench.executors.plan import Plan, make_plan
+from stxbench.executors.status import in_flight, record_sweep, sweep_lock
+from stxbench.executors.tasks import Task
 from stxbench.protocol import DEFAULT_PROTOCOL, load_protocol
 from stxbench.record import Record, load_record
 from stxbench.runconfig import RunConfig, resolve, split_settings
@@ -235,6 +235,8 @@ def sweep_command(
             sweep_in(folder, cells, done, choice, requested, host, protocol, quiet)
     except RunInterrupted as exc:  # resumed by the same sweep command, not by its run's
         raise RunInterrupted(exc.reason, out, exc.last_checkpoint, exc.exit_code) from None
+    except KeyboardInterrupt:  # Ctrl-C in a local sweep: each worker kept its run's checkpoint
+        raise RunInterrupted("interrupted", out, "of each run stopped") from None
     except UsageError:
         if fresh is not None and choice.kind is Executor.slurm:  # a refused submission
             shutil.rmtree(fresh, ignore_errors=True)
@@ -266,31 +268,16 @@ def make_cells(host, neurons: str, pruners: str, backends: str, seeds: str | Non
     return cells, folder
 
 
-def active_tasks(folder: Path, cells: list[Cell], done: list[Record | None]) -> tuple[set[str], dict[Path, str | None]]:
-    """Runs queued or running elsewhere (their state says so and their job or process is alive),
-    and the dense models being trained for the others (dense path -> job id)."""
-    states = {c.label: read_state(c.config.out_dir) for c, r in zip(cells, done) if r is None}
-    dense_dirs = {dense_path(c.config): dense_config(c.config, folder).out_dir for c in cells}
-    dense_states = {path: read_state(d) for path, d in dense_dirs.items()}
-    liveness = Liveness([s for s in (*states.values(), *dense_states.values()) if s is not None])
-
-    def alive(state) -> bool:
-        return state is not None and state.state in ("queued", "started") and liveness.check(state)[0] is not False
-
-    runs = {label for label, state in states.items() if alive(state)}
-    dense = {path: state.job_id for path, state in dense_states.items() if alive(state)}
-    return runs, dense
-
-
 def sweep_in(folder: Path, cells: list[Cell], done: list[Record | None], choice: ExecutorChoice,
              requested: RunOptions, host, protocol: str, quiet: bool) -> None:
-    active_runs, active_dense = active_tasks(folder, cells, done)
+    flight = in_flight(folder, [c.config for c, r in zip(cells, done) if r is None])
+    active_runs = flight.runs
     todo = [c for c, r in zip(cells, done) if r is None and c.label not in active_runs]
     if active_runs:
         common.err_line(f"{len(active_runs)} run(s) queued or running already: not started again "
                         f"(stxbench sweep status {folder})")
-    plan = make_plan([c.config for c in todo], folder, requested, active=active_dense,
-                     train_cached=choice.kind is Executor.slurm)
+    plan = make_plan([c.config for c in todo], folder, requested, active=flight.dense,
+                     trained=flight.trained, train_cached=choice.kind is Executor.slurm)
     if choice.kind is Executor.serial:  # the first run of a seed trains the dense model, as always
         plan = Plan([], [dataclasses.replace(t, needs=None) for t in plan.runs])
     labels = [c.label for c in cells]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -61,10 +62,10 @@ def run_local(plan: Plan, jobs: int, gpus: list[str], *, on_end: Callable[[Outco
     GPU ``gpus[k % len(gpus)]`` alone (none when ``gpus`` is empty). Returns every outcome."""
     for task in plan.tasks:
         write_state(task.folder, "queued", task.kind, "local", reason=None, job_id=None, log=None)
-    waiting: dict[str, list[Task]] = {}
+    waiting: dict[str, list[Task]] = {t.label: [] for t in plan.dense}
     ready: list[Task] = list(plan.dense)
-    for task in plan.runs:
-        waiting.setdefault(task.needs, []).append(task) if task.needs else ready.append(task)
+    for task in plan.runs:  # (a dense model another sweep trains: the dense lock makes it wait)
+        waiting[task.needs].append(task) if task.needs in waiting else ready.append(task)
     outcomes: list[Outcome] = []
 
     def finish(outcome: Outcome) -> None:
@@ -130,7 +131,9 @@ def worker_pool(jobs: int, gpus: list[str]) -> Iterator[ProcessPoolExecutor]:
 
 
 def take_gpu(devices) -> None:
-    """Worker start: this worker's GPU, before anything asks CUDA what it sees."""
+    """Worker start: this worker's GPU, before anything asks CUDA what it sees. Ctrl-C reaches
+    a worker only while it runs a task (`work`), which then stops with its checkpoint kept."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     gpu = devices.get()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
@@ -139,11 +142,14 @@ def take_gpu(devices) -> None:
 def work(task: Task) -> Outcome:
     """A worker's task, its output (Python's and the libraries') appended to its log."""
     log = task.folder.resolve() / LOG_FILE
-    with output_to(log):
-        try:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with output_to(log):
             run_task(task, "local", log=str(log))
-        except BaseException as exc:  # the state file says why; the parent is told too
-            return Outcome(task, False, failure_reason(exc), str(log))
+    except BaseException as exc:  # the state file says why; the parent is told too
+        return Outcome(task, False, failure_reason(exc), str(log))
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return Outcome(task, True, log=str(log))
 
 

@@ -51,12 +51,13 @@ def dense_label(config: RunConfig, folder: Path) -> str:
 
 
 def make_plan(configs: list[RunConfig], folder: Path, requested: RunOptions, *,
-              active: dict[Path, str | None] | None = None, train_cached: bool = False) -> Plan:
+              active: dict[Path, str | None] | None = None, trained: set[Path] = frozenset(),
+              train_cached: bool = False) -> Plan:
     """The tasks of the runs ``configs`` (of the sweep in ``folder``). A dense model gets a task
     unless a task of an earlier submission is queued or running for it (``active``: dense path
-    -> its job id) or, unless ``train_cached``, it is in the cache. A SLURM sweep plans a task even
-    for a cached dense model, because a node may resolve to another one than this machine
-    (``--device auto`` is CUDA there); such a task returns at once where it is cached."""
+    -> its job id), or finished (``trained``), or, unless ``train_cached``, it is in the cache. A
+    SLURM sweep plans a task even for a dense model cached here, because a node may resolve to
+    another one (``--device auto`` is CUDA there); such a task returns at once where it is cached."""
     active = active or {}
     dense: dict[Path, Task] = {}
     runs: list[Task] = []
@@ -69,7 +70,7 @@ def make_plan(configs: list[RunConfig], folder: Path, requested: RunOptions, *,
             job = active[path]
             if job is not None and job not in waits_for:
                 waits_for.append(job)
-        elif train_cached or not dense_cached(path):
+        elif path not in trained and (train_cached or not dense_cached(path)):
             if path not in dense:
                 dense[path] = Task("dense", dense_config(config, folder), requested.device, requested.precision)
             needs = dense[path].label

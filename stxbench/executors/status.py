@@ -22,10 +22,11 @@ from pydantic import BaseModel, ValidationError
 
 from stxbench.errors import UsageError
 from stxbench.executors import slurm
-from stxbench.executors.plan import Plan, dense_path
+from stxbench.executors.plan import Plan, dense_config, dense_path
 from stxbench.executors.tasks import TaskState, process_alive, read_state
 from stxbench.provenance import now_utc
 from stxbench.record import atomic_write_text
+from stxbench.runconfig import RunConfig
 from stxbench.runner import RESULT_FILE
 
 MANIFEST = "sweep.json"
@@ -202,6 +203,32 @@ def sweep_status(folder: Path) -> tuple[Manifest, list[TaskStatus], list[TaskSta
             status.log = status.log or needed.log
         runs.append(status)
     return manifest, dense, runs
+
+
+@dataclass
+class InFlight:
+    """What an earlier submission into a sweep folder still has under way."""
+
+    runs: set[str]  # labels of runs queued or running (their job or process is alive)
+    dense: dict[Path, str | None]  # dense models being trained -> the job id of their task
+    trained: set[Path]  # dense models whose task finished (cached, maybe where a node put it)
+
+
+def in_flight(folder: Path, configs: list[RunConfig]) -> InFlight:
+    """What is under way for the runs ``configs`` of the sweep in ``folder``. A task whose state
+    says queued or started counts unless its process or job is known to be gone."""
+    states = {c.out_dir.name: read_state(c.out_dir) for c in configs}
+    dense_states = {dense_path(c): read_state(dense_config(c, folder).out_dir) for c in configs}
+    liveness = Liveness([s for s in (*states.values(), *dense_states.values()) if s is not None])
+
+    def alive(state: TaskState | None) -> bool:
+        return state is not None and state.state in ("queued", "started") and liveness.check(state)[0] is not False
+
+    return InFlight(
+        runs={label for label, state in states.items() if alive(state)},
+        dense={path: state.job_id for path, state in dense_states.items() if alive(state)},
+        trained={path for path, state in dense_states.items() if state is not None and state.state == "finished"},
+    )
 
 
 def find_sweeps(root: Path) -> list[Path]:

@@ -134,6 +134,8 @@ def failure_reason(exc: BaseException) -> str:
         return " ".join(str(exc).split())
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
+    if type(exc).__name__ == "UncompletedJobError":  # submitit gave up requeuing a SLURM job
+        return f"{' '.join(str(exc).split())} (its last epoch's checkpoint is kept: raise --time and re-run the sweep)"
     return f"{one_line(exc)} (an error in stxbench: the traceback is in the log)"
 
 
@@ -160,8 +162,9 @@ def run_task(
         else:
             execute(config, host, reporter=reporter, warn=warn)
     except BaseException as exc:
-        if isinstance(exc, SystemExit):  # a SLURM job requeued after its time limit
-            write_state(task.folder, "queued", task.kind, executor, reason="requeued (time limit)")
+        if isinstance(exc, SystemExit):  # submitit requeued the job at SLURM's signal
+            write_state(task.folder, "queued", task.kind, executor,
+                        reason="requeued by SLURM (time limit or preemption)")
             raise
         if not isinstance(exc, (UsageError, RunFailed, KeyboardInterrupt)):
             traceback.print_exc()
