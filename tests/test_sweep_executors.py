@@ -300,18 +300,26 @@ def test_local_workers_take_the_gpus_in_turn(tmp_path):
     ("unknown partition", "all", ["--executor", "slurm", "--partition", "gpuu"],
      "error: unknown partition 'gpuu'; did you mean 'gpu'? valid: debug, gpu"),
     ("bad time", "all", ["--executor", "slurm", "--time", "4h"],
-     "error: slurm options: time: '4h' is not a SLURM time (minutes, MM:SS, HH:MM:SS"),
+     "error: SLURM options: --time: '4h' is not a SLURM time (minutes, MM:SS, HH:MM:SS"),
+    ("bad memory", "all", ["--executor", "slurm", "--mem", "16GB"],
+     "error: SLURM options: --mem: '16GB' is not an amount of memory (a whole number with an optional K, M, G"),
     ("an sbatch option the sweep sets", "all", ["--executor", "slurm", "--sbatch=--array=0-3"],
-     "error: slurm options: sbatch: '--array=0-3': the sweep sets --array itself"),
+     "error: SLURM options: --sbatch: '--array=0-3': the sweep sets --array itself"),
+    ("an sbatch option with a field of its own", "all", ["--executor", "slurm", "--sbatch", "--partition=gpu"],
+     "error: SLURM options: --sbatch: '--partition=gpu': set partition instead"),
+    ("--max-running 0", "all", ["--executor", "slurm", "--max-running", "0"],
+     "error: SLURM options: --max-running: Input should be greater than or equal to 1"),
     ("profile that does not exist", "all", ["--executor", "slurm", "--slurm-profile", "nowhere.toml"],
      "error: --slurm-profile nowhere.toml: no such file"),
     ("profile with several errors", "all", ["--executor", "slurm", "--slurm-profile", "{bad}"],
-     "error: slurm profile {bad}: gpus_per_job: Input should be greater than or equal to 0; max_running: "
-     "Input should be greater than or equal to 1; partion: unknown key (valid: partition, time,"),
+     "error: SLURM options: {bad}: gpus_per_job: Input should be greater than or equal to 0; {bad}: max_running: "
+     "Input should be greater than or equal to 1; {bad}: partion: unknown key (valid: partition, time,"),
     ("profile that is not TOML", "all", ["--executor", "slurm", "--slurm-profile", "{nottoml}"],
      "error: --slurm-profile {nottoml}: not TOML"),
     ("--device cuda on CPU-only jobs", "all", ["--executor", "slurm", "--device", "cuda"],
      "error: --device cuda with --executor slurm needs --gpus-per-job >= 1"),
+    ("--device cuda:1 on SLURM", "all", ["--executor", "slurm", "--device", "cuda:1", "--gpus-per-job", "2"],
+     "error: --device cuda:1 with --executor slurm: each job sees its own GPUs; use --device cuda or auto"),
 ])
 def test_bad_executor_input_is_one_line_and_writes_nothing(cli, tiny_protocol, tmp_path, monkeypatch, case, fake,
                                                            args, message):
@@ -330,6 +338,18 @@ def test_bad_executor_input_is_one_line_and_writes_nothing(cli, tiny_protocol, t
     assert not out.exists() and not cache.exists()
     if fake is not None:
         assert slurm.calls("sbatch_calls") == []
+
+
+def test_status_of_what_is_not_a_sweep_is_one_line(cli, tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    for target, message in [
+        ("file.txt", "{} is not a folder (give a sweep's folder, or the --out root of sweeps)"),
+        ("nowhere", "{}: no such folder"),
+        ("empty", "{} holds no sweep (no sweep.json in it or in its subfolders)"),
+    ]:
+        result = cli("sweep", "status", str(tmp_path / target))
+        assert (result.code, result.stderr) == (2, f"error: {message.format(tmp_path / target)}\n")
 
 
 def test_without_sinfo_the_partition_is_not_checked_and_said_so(cli, tiny_protocol, tmp_path, monkeypatch):
@@ -359,9 +379,20 @@ def test_sbatch_refusing_the_submission_leaves_nothing(cli, tiny_protocol, tmp_p
     ("30", 30), ("90:30", 91), ("1:30:00", 90), ("2-0", 2880), ("1-2:30", 1590), ("0-0:0:59", 1), ("4-00:00:00", 5760),
 ])
 def test_slurm_times_in_minutes(text, minutes):
-    from stxbench.executors.slurm import slurm_minutes
+    from stxbench.executors.slurm import SlurmProfile, slurm_minutes
 
     assert slurm_minutes(text) == minutes
+    assert SlurmProfile(time=text).executor_parameters(4)["time"] == minutes
+
+
+def test_a_profile_time_may_be_a_number_of_minutes():
+    from stxbench.executors.slurm import SlurmProfile
+
+    params = SlurmProfile(time=90, sbatch=["--account=abc", "exclusive"], max_running=2).executor_parameters(5)
+    assert params["time"] == 90 and params["array_parallelism"] == 2
+    assert params["additional_parameters"] == {"kill-on-invalid-dep": "yes", "account": "abc", "exclusive": True}
+    assert SlurmProfile().executor_parameters(7) == {
+        "job_name": "stxbench", "array_parallelism": 7, "additional_parameters": {"kill-on-invalid-dep": "yes"}}
 
 
 @pytest.mark.parametrize("text", ["4h", "", "1:2:3:4", "-1", "1-", "0", "1.5"])

@@ -157,8 +157,11 @@ def choose_executor(kind: Executor, jobs: int | None, profile_path: Path | None,
         return choose_local(jobs, options)
     if kind is Executor.slurm:
         profile = slurm.load_profile(profile_path, slurm_given)
-        if options.device.startswith("cuda") and profile.gpus_per_job == 0:
-            raise UsageError(f"--device {options.device} with --executor slurm needs --gpus-per-job >= 1")
+        if options.device.startswith("cuda:"):
+            raise UsageError(f"--device {options.device} with --executor slurm: each job sees its own GPUs; "
+                             "use --device cuda or auto")
+        if options.device == "cuda" and profile.gpus_per_job == 0:
+            raise UsageError("--device cuda with --executor slurm needs --gpus-per-job >= 1")
         slurm.check_cluster(profile, warn=lambda line: common.err_line(f"warning: {line}"))
         if options.threads is None and profile.cpus_per_job:
             options = dataclasses.replace(options, threads=profile.cpus_per_job)

@@ -82,7 +82,7 @@ class SlurmProfile(BaseModel):
     gpus_per_job: int = Field(0, ge=0, description="GPUs per job (sbatch --gpus-per-node).")
     cpus_per_job: int | None = Field(None, ge=1, description="CPUs per job (sbatch --cpus-per-task); "
                                      "also the job's --threads unless --threads is given.")
-    mem: str | None = Field(None, pattern=r"^\d+[KMGT]?$", description="Memory per job (sbatch --mem), e.g. 32G.")
+    mem: str | None = Field(None, description="Memory per job (sbatch --mem), e.g. 32G.")
     max_running: int | None = Field(None, ge=1, description="At most this many jobs of an array "
                                     "run at once (sbatch --array=...%N).")
     sbatch: list[str] = Field([], description="Extra sbatch option, e.g. --account=abc or --qos=high; repeatable.")
@@ -90,11 +90,21 @@ class SlurmProfile(BaseModel):
                              "venv/bin/activate); repeatable.")
     job_name: str = Field("stxbench", min_length=1, description="Job name.")
 
-    @field_validator("time")
+    @field_validator("time", mode="before")
     @classmethod
-    def _time(cls, value: str | None) -> str | None:
-        if value is not None:
+    def _time(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # time = 90 in a profile: minutes
+        if isinstance(value, str):
             slurm_minutes(value)
+        return value
+
+    @field_validator("mem")
+    @classmethod
+    def _mem(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\d+[KMGT]?", value):
+            raise ValueError(f"'{value}' is not an amount of memory (a whole number with an optional "
+                             "K, M, G or T, e.g. 32G)")
         return value
 
     @field_validator("sbatch")
@@ -117,16 +127,18 @@ class SlurmProfile(BaseModel):
         return params | {k: v for k, v in optional.items() if v is not None}
 
 
-def profile_errors(exc: ValidationError, where: str) -> UsageError:
-    """Every error of a profile, on one line."""
+def profile_errors(exc: ValidationError, path: Path | None, given: dict[str, Any]) -> UsageError:
+    """Every error of a profile and of the SLURM options, on one line; an option given on the
+    command line is named as its flag, a key of the profile file as the key."""
     problems = []
     for error in exc.errors():
-        key = ".".join(str(p) for p in error["loc"])
+        key = str(error["loc"][0]) if error["loc"] else "?"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = f"unknown key (valid: {', '.join(SlurmProfile.model_fields)})"
-        problems.append(f"{key}: {message}")
-    return UsageError(f"{where}: {'; '.join(problems)}")
+        name = f"--{key.replace('_', '-')}" if key in given else f"{path}: {key}" if path else key
+        problems.append(f"{name}: {message}")
+    return UsageError(f"SLURM options: {'; '.join(problems)}")
 
 
 def load_profile(path: Path | None, given: dict[str, Any]) -> SlurmProfile:
@@ -149,7 +161,7 @@ def load_profile(path: Path | None, given: dict[str, Any]) -> SlurmProfile:
     try:
         return SlurmProfile(**merged)
     except ValidationError as exc:
-        raise profile_errors(exc, f"slurm profile {path}" if path else "slurm options") from None
+        raise profile_errors(exc, path, given) from None
 
 
 # -- the cluster ----------------------------------------------------------------------------

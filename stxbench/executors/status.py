@@ -237,7 +237,9 @@ def find_sweeps(root: Path) -> list[Path]:
         return [root]
     found = sorted(p.parent for p in root.glob(f"*/{MANIFEST}"))
     if not found:
-        if not root.is_dir():
+        if not root.exists():
             raise UsageError(f"{root}: no such folder")
+        if not root.is_dir():
+            raise UsageError(f"{root} is not a folder (give a sweep's folder, or the --out root of sweeps)")
         raise UsageError(f"{root} holds no sweep (no {MANIFEST} in it or in its subfolders)")
     return found
