@@ -316,6 +316,7 @@ def sweep_serial(cells: list[Cell], done: list[Record | None], plan: Plan, host,
         if record is not None:
             common.err_line(f"[{index_of[cell.label]}/{len(cells)}] {cell.label}: done already "
                             f"(accuracy {record.metrics.accuracy:.4f}), skipped")
+
     def on_start(task: Task) -> None:
         common.err_line(f"[{index_of[task.label]}/{len(cells)}] {task.label}: running")
 
@@ -373,8 +374,11 @@ def submit_slurm(folder: Path, plan: Plan, profile: slurm.SlurmProfile, labels: 
         with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's error: once is enough
             arrays = submit(plan, folder, profile)
     except Exception as exc:  # sbatch refused (its message is the reason): leave nothing behind
-        for path in sorted(set(folder.rglob("*")) - before, reverse=True):
-            path.unlink() if not path.is_dir() or path.is_symlink() else shutil.rmtree(path, ignore_errors=True)
+        for path in sorted(set(folder.rglob("*")) - before, reverse=True):  # files before their folders
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         message = " ".join(str(exc).split())[-300:]
         raise UsageError(f"sbatch refused the sweep: {message}") from None
     record_sweep(folder, name, labels, plan, "slurm", jobs=arrays, protocol_arg=protocol)
