@@ -8,10 +8,13 @@ checkpoint is refused (it holds work the user may want to inspect).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +121,33 @@ def dense_checkpoint_path(config: RunConfig, bits: dict[str, Any]) -> Path:
     key = config.protocol.dense_key(config.seed, config.backend)
     key = hashlib.sha256(f"{key}{json.dumps(bits, sort_keys=True)}".encode()).hexdigest()
     return config.cache_dir / "dense" / f"{config.protocol.name}-{key[:24]}.pt"
+
+
+def dense_cached(path: Path) -> bool:
+    """Whether the cache holds an intact dense model at ``path`` (present, matching its sha256):
+    what a sweep asks before it plans a job to train it."""
+    digest = _digest_path(path)
+    return path.exists() and digest.exists() and sha256_file(path) == digest.read_text().strip()
+
+
+@contextlib.contextmanager
+def dense_lock(path: Path, warn: Callable[[str], None]) -> Iterator[None]:
+    """Held while a process loads or trains the dense model at ``path``. A second process asking
+    for the same dense model (two runs started by hand, two jobs of a sweep) waits until the
+    first has saved it, then loads it: one dense model is never trained twice at once. The lock
+    is an advisory ``flock`` on ``<path>.lock``, released by the kernel if its holder dies."""
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            warn(f"waiting for another process to finish training the dense model {path.name}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def load_dense(path: Path, model: torch.nn.Module, warn) -> str | None:

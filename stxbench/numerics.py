@@ -15,7 +15,7 @@ from stxbench.api import Backend
 from stxbench.execution import Execution
 from stxbench.host import Component, PluginHost
 from stxbench.provenance import numerics_device, stxbench_sha256
-from stxbench.runconfig import RunConfig
+from stxbench.runconfig import RunConfig, resolve_device
 
 
 def stage_one_components(config: RunConfig, host: PluginHost) -> list[Component]:
@@ -61,3 +61,14 @@ def dense_bits(config: RunConfig, host: PluginHost, numerics: dict[str, Any], ba
         **numerics, "code": code_sha256(host, stage_one_components(config, host)), "precision": config.precision,
         "torch": torch.__version__, "library": backend.library_version(),
     }
+
+
+def planned_dense_bits(config: RunConfig, host: PluginHost) -> dict[str, Any]:
+    """`dense_bits` of ``config`` run in one process, as a sweep plans it before the run starts:
+    its ``--threads`` (or torch's default) and its device as it will resolve."""
+    device = torch.device(resolve_device(config.device))
+    numerics = {
+        "device": numerics_device(device), "threads": config.threads or torch.get_num_threads(),
+        "world_size": 1, "code": code_sha256(host, used_components(config, host)),
+    }
+    return dense_bits(config, host, numerics, host.backend(config.backend))

@@ -153,7 +153,10 @@ def resolve(
     out_dir: Path,
     options: RunOptions = RunOptions(),
     plugins: tuple[str, ...] = (),
+    job_cpus: int | None = None,
 ) -> RunConfig:
+    """The run, every name and value checked before any work starts. ``job_cpus``: the CPUs of
+    the job it will run in when that is not this process (a SLURM job)."""
     protocol_overrides, given_params = split_settings(settings)
     proto = load_protocol(protocol, protocol_overrides)
     # Every name is checked before any work starts.
@@ -169,7 +172,7 @@ def resolve(
     params = resolve_pruner_params(host, proto, pruner, given_params)
     cost_model(proto.energy_model)  # an unknown energy model is a usage error, before any work
     convention(proto.energy_convention)  # so is an unknown counting convention
-    options.check()
+    options.check(job_cpus)
     seed = proto.seeds[0] if seed is None else seed
     check_seed("--seed", seed)
     # the dataset refuses options it does not take, now rather than after the model is built

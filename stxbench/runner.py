@@ -7,7 +7,7 @@ import contextlib
 import platform
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from stxbench.api import Backend, DataSplits, NeuronSpec, Surrogate
 from stxbench.augment import stage_augmentation
 from stxbench.checkpoints import (
     dense_checkpoint_path,
+    dense_lock,
     load_dense,
     load_run_checkpoint,
     misfit,
@@ -199,21 +200,23 @@ def train_or_load_dense(run: Run, model: SpikingModel) -> tuple[float | None, st
     """Train the dense model with the base neuron, or load it from the cache; returns the
     seconds of training and the sha256 of the checkpoint as loaded or written (None on ranks
     other than 0). In a distributed run rank 0 reads and writes the cache and the others take
-    its weights."""
+    its weights. Rank 0 holds the dense model's lock throughout (`dense_lock`): a process
+    wanting the same dense model (another run, a sweep's worker) waits, then loads it."""
     ex = run.execution
     path = dense_cache_path(run)
-    resume = run.resume_of("dense")
-    if resume is None:
-        digest = load_dense(path, model, run.warn) if ex.is_main else None
-        if broadcast_flag(digest is not None, ex, run.device):
-            model.to(run.device)
-            broadcast_state(model, ex)
-            return None, digest
-    else:
-        load_resumed_model(run, model)
-    seconds = run.train(model, "dense", run.config.protocol.train)
-    digest = save_dense(path, model) if ex.is_main else None
-    broadcast_state(model, ex)  # the others wait here while rank 0 writes
+    with dense_lock(path, run.warn) if ex.is_main else contextlib.nullcontext():
+        resume = run.resume_of("dense")
+        if resume is None:
+            digest = load_dense(path, model, run.warn) if ex.is_main else None
+            if broadcast_flag(digest is not None, ex, run.device):
+                model.to(run.device)
+                broadcast_state(model, ex)
+                return None, digest
+        else:
+            load_resumed_model(run, model)
+        seconds = run.train(model, "dense", run.config.protocol.train)
+        digest = save_dense(path, model) if ex.is_main else None
+        broadcast_state(model, ex)  # the others wait here while rank 0 writes
     return seconds, digest
 
 
@@ -257,7 +260,7 @@ def execute(
     Whatever plugin code raises, ``sys.exit()`` included, fails the run with one line naming
     the plugin; a neuron module that breaks the neuron contract is blamed on its backend."""
     last: list[str] = []
-    try:
+    with failures_explained(config, host, last):
         with process_group(config.device) as env:
             rank, world, local_rank = env or (0, 1, 0)
             execution = Execution(
@@ -275,6 +278,37 @@ def execute(
                 record = _execute(config, host, execution, reporter or NullReporter(), warn, last)
                 barrier(execution)  # the others wait until rank 0 has written the record
             return record
+
+
+def execute_dense(
+    config: RunConfig,
+    host: PluginHost,
+    reporter: Reporter | None = None,
+    warn: Callable[[str], None] = lambda line: print(f"warning: {line}", file=sys.stderr),
+) -> tuple[float | None, Path]:
+    """Stage 1 alone, in one process: train ``config``'s dense model into the cache (or find it
+    there); returns its training seconds (None: it was cached) and its path. A sweep runs this
+    once per dense model before the runs that share it start. Every epoch is checkpointed in
+    ``config.out_dir`` (a timed-out job resumes there); the checkpoint goes once the dense model
+    is in the cache. Not a CLI command: the sweep executors call it (stxbench.executors)."""
+    last: list[str] = []
+    with failures_explained(config, host, last):
+        execution = Execution(precision=config.precision, pin_memory=config.device.startswith("cuda"),
+                              workers=resolve_workers(config.workers, config.device, 1))
+        run = start_run(config, host, execution, reporter or NullReporter(), warn, last)
+        seconds, _ = train_or_load_dense(run, build_model(run))
+        remove_run_checkpoint(config)
+        return seconds, dense_cache_path(run)
+
+
+@contextlib.contextmanager
+def failures_explained(config: RunConfig, host: PluginHost, last: list[str]) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and CUDA out-of-memory as `RunInterrupted` (the last checkpoint named),
+    whatever plugin code raises (``sys.exit()`` included) as `RunFailed` naming the plugin, a
+    neuron module breaking the neuron contract blamed on its plugin; a bug in stxbench itself
+    keeps its traceback."""
+    try:
+        yield
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (`stxbench.signals`), or plugin code
         stop = exc if isinstance(exc, SignalInterrupt) else SignalInterrupt()
         raise RunInterrupted(stop.reason, config.out_dir, last[0] if last else None,
@@ -295,12 +329,19 @@ def execute(
         culprit = host.blame(exc)
         if culprit is not None:
             raise RunFailed(culprit) from None
+        if isinstance(exc, SystemExit) and _raised_by("submitit", exc):
+            raise  # SLURM's time limit: submitit requeued the job and exits (stxbench.executors)
         if not isinstance(exc, Exception):  # whoever raised it, a run does not end with exit code 0
             raise RunFailed(f"the run was stopped by {one_line(exc)}{_where(exc)}") from None
         if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
             raise RunFailed(f"out of memory: {one_line(exc)[:200]}; lower the batch size or the model "
                             "size (--set ..., which makes the run unofficial)") from None
         raise  # a bug in stxbench itself: keep the traceback
+
+
+def _raised_by(package: str, exc: BaseException) -> bool:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and f"/{package}/" in frames[-1].filename.replace("\\", "/")
 
 
 def _where(exc: BaseException) -> str:

@@ -111,13 +111,15 @@ class RunOptions:
         True, " /--no-counts", show_default=False,
         help="Skip op counting: the record holds no counts and no energy.")
 
-    def check(self) -> None:
-        """Refuse values no run can use (one line each, as `UsageError`)."""
-        cpus = usable_cpus()
+    def check(self, cpus: int | None = None) -> None:
+        """Refuse values no run can use (one line each, as `UsageError`). ``cpus``: the CPUs of
+        the job the run will have, when it runs elsewhere (a SLURM job); else this process's."""
+        where = "the CPUs of each job" if cpus else "the CPUs this process may use"
+        cpus = cpus or usable_cpus()
         if self.threads is not None and not 1 <= self.threads <= cpus:
-            raise UsageError(f"--threads must be in 1..{cpus} (the CPUs this process may use), got {self.threads}")
+            raise UsageError(f"--threads must be in 1..{cpus} ({where}), got {self.threads}")
         if self.workers is not None and not 0 <= self.workers <= cpus:
-            raise UsageError(f"--workers must be in 0..{cpus} (the CPUs this process may use), got {self.workers}")
+            raise UsageError(f"--workers must be in 0..{cpus} ({where}), got {self.workers}")
 
     def values(self) -> dict[str, Any]:
         """The options by field name (to build a `RunConfig` from them)."""

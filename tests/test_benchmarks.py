@@ -29,6 +29,8 @@ def run_benchmark(script: str, *args: str, cwd: Path) -> str:
     ("counting.py", ["--repeats", "1", "--protocol", "{tiny}"], "ratio counted / plain"),
     ("cpu_determinism.py", ["--speed", "--rounds", "1", "--steps", "1", "--protocol", "{tiny}",
                             "--variants", "native"], "ms per step"),
+    ("sweep_executors.py", ["--rounds", "1", "--protocol", "{tiny}", "--neurons", "lif", "--seeds", "0"],
+     "records identical (all but timing and creation time): 1/1"),
 ])
 def test_benchmark_runs_and_prints_its_table(script, args, expected, tiny_protocol, tmp_path):
     args = [arg.format(tiny=tiny_protocol) for arg in args]

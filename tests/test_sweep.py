@@ -17,7 +17,7 @@ def test_sweep_runs_the_grid_then_resumes(cli, tiny_protocol, tmp_path, cache_di
     out = tmp_path / "sweep"
     result = sweep(cli, tiny_protocol, out, cache_dir, "--neuron", "lif,plif", "--pruner", "none", "--seeds", "0,1")
     assert result.code == 0, result.stderr
-    folders = sorted(p.name for p in (out / "tiny").iterdir())
+    folders = sorted(p.name for p in (out / "tiny").iterdir() if p.is_dir())
     assert folders == ["lif-none-torch-s0", "lif-none-torch-s1", "plif-none-torch-s0", "plif-none-torch-s1"]
     progress = [line for line in result.stderr.splitlines() if line.startswith("[")]
     assert [line.split(":")[0] for line in progress[::2]] == [

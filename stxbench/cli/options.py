@@ -3,7 +3,8 @@
 `with_run_options` gives a command every field of `stxbench.runoptions.RunOptions` as an option
 (flags and help from the field) and hands the command one ``options: RunOptions``; the aliases
 below are the other options both commands take. To add a run option, add a field to
-`RunOptions`: nothing here changes.
+`RunOptions`: nothing here changes. `with_model_options` does the same for the fields of a
+pydantic model that a file can also hold (sweep's SLURM profile).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 import typer
+from pydantic import BaseModel
 
 from stxbench.runoptions import RunOptions
 
@@ -56,3 +58,40 @@ def with_run_options(command: Callable[..., None]) -> Callable[..., None]:
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
     del wrapper.__wrapped__  # typer reads the signature above, not the command's
     return wrapper
+
+
+def with_model_options(param: str, model: type[BaseModel], panel: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Replace the command's parameter ``param`` by one option per field of the pydantic
+    ``model`` (``--gpus-per-job`` for ``gpus_per_job``; a list field is a repeatable option),
+    shown under ``panel`` in --help; the command receives the values that were given, by field
+    name (the model, fed from a file too, checks them)."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for name, p in signature.parameters.items() if name != param]
+        added = []
+        for name, field in model.model_fields.items():
+            repeated = typing.get_origin(field.annotation) is list
+            base = [a for a in typing.get_args(field.annotation) if a is not type(None)] or [field.annotation]
+            info = typer.Option(f"--{name.replace('_', '-')}", help=field.description, rich_help_panel=panel,
+                                show_default=False)
+            hint = list[str] if repeated else base[0] | None
+            added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                           default=[] if repeated else None, annotation=Annotated[hint, info]))
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            given = {}
+            for name in model.model_fields:
+                value = kwargs.pop(name)
+                if value not in (None, []):
+                    given[name] = value
+            return command(**kwargs, **{param: given})
+
+        parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added
+        wrapper.__signature__ = signature.replace(parameters=parameters)
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        del wrapper.__wrapped__
+        return wrapper
+
+    return decorate

@@ -1,34 +1,65 @@
-"""``stxbench sweep``: the grid neurons x pruners x backends x seeds under one protocol.
+"""``stxbench sweep``: the grid neurons x pruners x backends x seeds under one protocol, run one
+after another (``--executor serial``), in worker processes on this machine (``local``) or as
+SLURM job arrays (``slurm``); ``stxbench sweep status DIR`` says where a sweep stands.
 
 Every run's record goes to ``<out>/<protocol>/<neuron>-<pruner>-<backend>-s<seed>/result.json``
 (plus a suffix naming the ``--set`` values, if any), so a sweep that stops can be started again
-with the same command: runs whose record exists are skipped. Every name and setting is checked
-before the first run starts.
+with the same command: runs whose record exists are skipped, and so are runs that are queued or
+running. Every name and setting is checked before the first run starts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
+import io
+import os
+import shutil
 import statistics
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from tabulate import tabulate
 
 from stxbench.cli import common
+from stxbench.cli.options import (
+    ProtocolOption,
+    QuietOption,
+    SettingsOption,
+    with_model_options,
+    with_run_options,
+)
 from stxbench.cli.root import app
-from stxbench.cli.options import ProtocolOption, QuietOption, SettingsOption, with_run_options
 from stxbench.cli.run import RichReporter
-from stxbench.errors import UsageError
+from stxbench.cli.sweep_status import print_submit_hint, status_command
+from stxbench.errors import RunFailed, RunInterrupted, UsageError
+from stxbench.executors import slurm
+from stxbench.executors.local import Outcome, run_local, run_serial, visible_gpus
+from stxbench.executors.plan import Plan, make_plan
+from stxbench.executors.status import in_flight, record_sweep, sweep_lock
+from stxbench.executors.tasks import Task
 from stxbench.paths import check_not_in_use
 from stxbench.protocol import DEFAULT_PROTOCOL, load_protocol
 from stxbench.record import Record, load_record
 from stxbench.runconfig import RunConfig, check_seed, resolve, split_settings
-from stxbench.runner import RESULT_FILE, execute
+from stxbench.runner import RESULT_FILE
 from stxbench.runoptions import RunOptions, folder_parser
+
+sweep_app = typer.Typer()
+app.add_typer(sweep_app, name="sweep")
+sweep_app.command("status")(status_command)
+
+
+class Executor(str, Enum):
+    serial = "serial"
+    local = "local"
+    slurm = "slurm"
 
 
 def split_names(option: str, text: str) -> list[str]:
@@ -107,9 +138,67 @@ def summary(records: list[Record]) -> str:
     return tabulate(rows, headers=headers)
 
 
-@app.command("sweep")
+# -- the executor ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExecutorChoice:
+    kind: Executor
+    jobs: int = 1  # local: worker processes
+    gpus: tuple[str, ...] = ()  # local: the GPUs the workers take in turn
+    profile: slurm.SlurmProfile | None = None
+
+
+def choose_executor(kind: Executor, jobs: int | None, profile_path: Path | None,
+                    slurm_given: dict[str, Any], options: RunOptions) -> tuple[ExecutorChoice, RunOptions]:
+    """Check the executor's options (nothing written, nothing submitted), and settle the run
+    options it implies: each local worker's --threads, each SLURM job's."""
+    if jobs is not None and kind is not Executor.local:
+        raise UsageError(f"--jobs applies to --executor local only (got --executor {kind.value}; "
+                         "a SLURM sweep caps its running jobs with --max-running)")
+    if kind is not Executor.slurm and (slurm_given or profile_path):
+        flag = "--slurm-profile" if profile_path else f"--{next(iter(slurm_given)).replace('_', '-')}"
+        raise UsageError(f"{flag} applies to --executor slurm only")
+    if kind is Executor.local:
+        return choose_local(jobs, options)
+    if kind is Executor.slurm:
+        profile = slurm.load_profile(profile_path, slurm_given)
+        if options.device.startswith("cuda:"):
+            raise UsageError(f"--device {options.device} with --executor slurm: each job sees its own GPUs; "
+                             "use --device cuda or auto")
+        if options.device == "cuda" and profile.gpus_per_job == 0:
+            raise UsageError("--device cuda with --executor slurm needs --gpus-per-job >= 1")
+        slurm.check_cluster(profile, warn=lambda line: common.err_line(f"warning: {line}"))
+        if options.threads is None and profile.cpus_per_job:
+            options = dataclasses.replace(options, threads=profile.cpus_per_job)
+        return ExecutorChoice(kind, profile=profile), options
+    return ExecutorChoice(kind), options
+
+
+def choose_local(jobs: int | None, options: RunOptions) -> tuple[ExecutorChoice, RunOptions]:
+    gpus = visible_gpus() if options.device != "cpu" else []
+    if jobs is None:
+        jobs = len(gpus) or len(os.sched_getaffinity(0))
+    if jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {jobs}")
+    if gpus and options.device.startswith("cuda:"):
+        raise UsageError(f"--device {options.device} with --executor local: each worker sees one GPU; "
+                         "use --device cuda or auto")
+    if options.threads is None:  # the cores shared out, rather than every worker taking all
+        threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+        options = dataclasses.replace(options, threads=threads)
+        common.err_line(f"{jobs} workers, {threads} thread(s) each (--threads)")
+    return ExecutorChoice(Executor.local, jobs, tuple(gpus)), options
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+@sweep_app.callback(invoke_without_command=True)
+@with_model_options("slurm_given", slurm.SlurmProfile, panel="SLURM (--executor slurm)")
 @with_run_options
 def sweep_command(
+    ctx: typer.Context,
     neurons: str = typer.Option("lif", "--neuron", "-n", help="Comma-separated neurons, e.g. lif,plif,slif."),
     pruners: str = typer.Option("none", "--pruner", help="Comma-separated pruners, e.g. none,l1p,dsp."),
     backends: str = typer.Option("torch", "--backend", "-b", help="Comma-separated backends."),
@@ -119,12 +208,61 @@ def sweep_command(
     out: Path = typer.Option(Path("runs/sweep"), "--out", "-o", parser=folder_parser("--out"),
                              help="Root folder of the sweep's records."),
     quiet: QuietOption = False,
+    executor: Executor = typer.Option(
+        Executor.serial, "--executor", "-e", rich_help_panel="Executor",
+        help="serial: one run after another in this process; local: --jobs worker processes here; "
+        "slurm: SLURM job arrays (needs submitit). Dense models are trained first, once."),
+    jobs: int | None = typer.Option(
+        None, "--jobs", "-j", rich_help_panel="Executor", show_default=False,
+        help="Worker processes of --executor local, each with its own --threads (default: the cores "
+        "shared out) and its own GPU in turn over CUDA_VISIBLE_DEVICES [default: one per GPU, or per core]."),
+    slurm_profile: Path | None = typer.Option(
+        None, "--slurm-profile", metavar="FILE.toml", rich_help_panel="SLURM (--executor slurm)",
+        help="TOML file with any of the SLURM options below (as partition = \"gpu\", gpus_per_job = 1); "
+        "options given on the command line win."),
     *,
     options: RunOptions,
+    slurm_given: dict[str, Any],
 ) -> None:
-    """Run every neuron x pruner x backend x seed under one protocol; skip finished runs;
-    print a summary table (mean ± std over seeds)."""
+    """Run every neuron x pruner x backend x seed under one protocol; skip finished (and queued
+    or running) runs; print a summary table (mean ± std over seeds)."""
+    if ctx.invoked_subcommand is not None:
+        given = [(p.opts or p.secondary_opts)[0] for p in ctx.command.params
+                 if getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT") != "DEFAULT"]
+        if given:
+            raise UsageError(f"{given[0]} is an option of the sweep itself, not of 'sweep {ctx.invoked_subcommand}'")
+        return
+    choice, options = choose_executor(executor, jobs, slurm_profile, slurm_given, options)
     host = common.host()
+    requested = options
+    if choice.kind is Executor.slurm and (options.device == "auto" or options.device.startswith("cuda")):
+        options = dataclasses.replace(options, device="cpu")  # checked here; resolved on the nodes
+    job_cpus = choice.profile.cpus_per_job if choice.kind is Executor.slurm else None
+    cells, folder = make_cells(host, neurons, pruners, backends, seeds, protocol, settings, out, options, job_cpus)
+    done = [existing_record(c) for c in cells]  # checked before anything runs
+    for cell, record in zip(cells, done):
+        if record is None:
+            check_not_in_use(cell.config.out_dir)
+    if cells:  # workers and SLURM jobs inherit the pinned environment
+        common.restart_pinned(cells[0].config.protocol, cells[0].config.device)
+    fresh = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), None)
+    try:
+        with sweep_lock(folder):
+            sweep_in(folder, cells, done, choice, requested, host, protocol, quiet)
+    except RunInterrupted as exc:  # resumed by the same sweep command, not by its run's
+        raise RunInterrupted(exc.reason, out, exc.last_checkpoint, exc.exit_code) from None
+    except KeyboardInterrupt:  # Ctrl-C in a local sweep: each worker kept its run's checkpoint
+        raise RunInterrupted("interrupted", out, "of each run stopped") from None
+    except UsageError:
+        if fresh is not None and choice.kind is Executor.slurm:  # a refused submission
+            shutil.rmtree(fresh, ignore_errors=True)
+        raise
+
+
+def make_cells(host, neurons: str, pruners: str, backends: str, seeds: str | None, protocol: str,
+               settings: list[str], out: Path, options: RunOptions,
+               job_cpus: int | None = None) -> tuple[list[Cell], Path]:
+    """Every run of the grid, resolved (every name and value checked), and the sweep's folder."""
     grid = [(n, p, b) for n in split_names("--neuron", neurons) for p in split_names("--pruner", pruners)
             for b in split_names("--backend", backends)]
     overrides, pruner_settings = split_settings(settings)
@@ -142,32 +280,122 @@ def sweep_command(
             label = f"{neuron}-{pruner}-{backend}-s{seed}"
             config = resolve(host, protocol=protocol, neuron=neuron, pruner=pruner, backend=backend,
                              seed=seed, settings=given, out_dir=folder / label, options=options,
-                             plugins=common.STATE.plugins)
+                             plugins=common.STATE.plugins, job_cpus=job_cpus)
             cells.append(Cell(config, label))
-    done = [existing_record(c) for c in cells]  # checked before anything runs
-    for cell, record in zip(cells, done):
-        if record is None:
-            check_not_in_use(cell.config.out_dir)
-    if cells:
-        common.restart_pinned(cells[0].config.protocol, cells[0].config.device)
+    return cells, folder
 
+
+def sweep_in(folder: Path, cells: list[Cell], done: list[Record | None], choice: ExecutorChoice,
+             requested: RunOptions, host, protocol: str, quiet: bool) -> None:
+    flight = in_flight(folder, [c.config for c, r in zip(cells, done) if r is None])
+    active_runs = flight.runs
+    todo = [c for c, r in zip(cells, done) if r is None and c.label not in active_runs]
+    if active_runs:
+        common.err_line(f"{len(active_runs)} run(s) queued or running already: not started again "
+                        f"(stxbench sweep status {folder})")
+    plan = make_plan([c.config for c in todo], folder, requested, active=flight.dense,
+                     trained=flight.trained, train_cached=choice.kind is Executor.slurm)
+    if choice.kind is Executor.serial:  # the first run of a seed trains the dense model, as always
+        plan = Plan([], [dataclasses.replace(t, needs=None) for t in plan.runs])
+    labels = [c.label for c in cells]
+    name = cells[0].config.protocol.name if cells else ""
+    if choice.kind is Executor.slurm:
+        submit_slurm(folder, plan, choice.profile, labels, name, protocol)
+        return
+    record_sweep(folder, name, labels, plan, choice.kind.value, protocol_arg=protocol)
+    if choice.kind is Executor.serial:
+        ran = sweep_serial(cells, done, plan, host, quiet)
+        failed = 0
+    else:
+        ran, failed = sweep_local(cells, plan, choice)
+    records = [existing_record(c) for c in cells]
+    typer.echo(summary([r for r in records if r is not None]))
+    skipped = len(cells) - ran - failed - len(active_runs)
+    extra = f", {len(active_runs)} elsewhere" if active_runs else ""
+    typer.echo(f"{len(cells)} runs: {ran} ran, {skipped} skipped{extra}"
+               f"{f', {failed} failed' if failed else ''}; records under {folder}")
+    print_submit_hint(folder, protocol)
+    if failed:
+        raise RunFailed(f"{failed} of {len(plan.runs)} runs failed; see stxbench sweep status {folder}")
+
+
+def sweep_serial(cells: list[Cell], done: list[Record | None], plan: Plan, host, quiet: bool) -> int:
+    """Today's sweep: the runs one after another in this process, with progress bars."""
     console = Console(stderr=True)
-    records: list[Record] = []
+    to_run = {t.label for t in plan.runs}
+    index_of = {c.label: i for i, c in enumerate(cells, 1)}
     started = time.perf_counter()
     ran = 0
-    for index, (cell, record) in enumerate(zip(cells, done), 1):
-        prefix = f"[{index}/{len(cells)}] {cell.label}"
+    for cell, record in zip(cells, done):
         if record is not None:
-            common.err_line(f"{prefix}: done already (accuracy {record.metrics.accuracy:.4f}), skipped")
+            common.err_line(f"[{index_of[cell.label]}/{len(cells)}] {cell.label}: done already "
+                            f"(accuracy {record.metrics.accuracy:.4f}), skipped")
+
+    def on_start(task: Task) -> None:
+        common.err_line(f"[{index_of[task.label]}/{len(cells)}] {task.label}: running")
+
+    def on_end(outcome: Outcome) -> None:
+        nonlocal ran
+        ran += 1
+        record = load_record(outcome.task.folder / RESULT_FILE)
+        elapsed = time.perf_counter() - started
+        remaining = len(to_run) - ran
+        eta = f", about {elapsed / ran * remaining / 60:.1f} min left" if remaining else ""
+        common.err_line(f"[{index_of[outcome.task.label]}/{len(cells)}] {outcome.task.label}: accuracy "
+                        f"{record.metrics.accuracy:.4f} ({elapsed / 60:.1f} min so far{eta})")
+
+    run_serial(plan, host, reporter=lambda: None if quiet else RichReporter(console),
+               warn=lambda line: common.err_line(f"warning: {line}"), on_start=on_start, on_end=on_end)
+    return ran
+
+
+def sweep_local(cells: list[Cell], plan: Plan, choice: ExecutorChoice) -> tuple[int, int]:
+    """The plan in worker processes; one line per finished task. Returns (ran, failed) runs."""
+    index_of = {c.label: i for i, c in enumerate(cells, 1)}
+    started = time.perf_counter()
+    counts = {"ran": 0, "failed": 0}
+    common.err_line(f"{len(plan.runs)} runs and {len(plan.dense)} dense model(s) to train, "
+                    f"{choice.jobs} at a time" + (f" on GPUs {','.join(choice.gpus)}" if choice.gpus else ""))
+
+    def on_end(outcome: Outcome) -> None:
+        task = outcome.task
+        where = f"[{index_of[task.label]}/{len(cells)}] {task.label}" if task.kind == "run" else f"dense {task.label}"
+        minutes = (time.perf_counter() - started) / 60
+        if not outcome.ok:
+            counts["failed"] += task.kind == "run"
+            common.err_line(f"{where}: failed: {outcome.reason} (log: {outcome.log}) ({minutes:.1f} min so far)")
+        elif task.kind == "run":
+            counts["ran"] += 1
+            record = load_record(task.folder / RESULT_FILE)
+            common.err_line(f"{where}: accuracy {record.metrics.accuracy:.4f} ({minutes:.1f} min so far)")
         else:
-            common.err_line(f"{prefix}: running")
-            record = execute(cell.config, host, reporter=None if quiet else RichReporter(console),
-                             warn=lambda line: common.err_line(f"warning: {line}"))
-            ran += 1
-            elapsed = time.perf_counter() - started
-            left = sum(r is None for r in done[index:])
-            eta = f", about {elapsed / ran * left / 60:.1f} min left" if left else ""
-            common.err_line(f"{prefix}: accuracy {record.metrics.accuracy:.4f} ({elapsed / 60:.1f} min so far{eta})")
-        records.append(record)
-    typer.echo(summary(records))
-    typer.echo(f"{len(cells)} runs: {ran} ran, {len(cells) - ran} skipped; records under {folder}")
+            common.err_line(f"{where}: trained ({minutes:.1f} min so far)")
+
+    run_local(plan, choice.jobs, list(choice.gpus), on_end=on_end)
+    return counts["ran"], counts["failed"]
+
+
+def submit_slurm(folder: Path, plan: Plan, profile: slurm.SlurmProfile, labels: list[str], name: str,
+                 protocol: str) -> None:
+    from stxbench.executors.slurm_jobs import submit
+
+    if not plan.tasks:
+        record_sweep(folder, name, labels, plan, "slurm", protocol_arg=protocol)
+        typer.echo(f"nothing to submit: every run is done, queued or running (stxbench sweep status {folder})")
+        return
+    before = set(folder.rglob("*"))
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's error: once is enough
+            arrays = submit(plan, folder, profile)
+    except Exception as exc:  # sbatch refused (its message is the reason): leave nothing behind
+        for path in sorted(set(folder.rglob("*")) - before, reverse=True):  # files before their folders
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        message = " ".join(str(exc).split())[-300:]
+        raise UsageError(f"sbatch refused the sweep: {message}") from None
+    record_sweep(folder, name, labels, plan, "slurm", jobs=arrays, protocol_arg=protocol)
+    dense = f"{len(plan.dense)} dense job(s) (array {arrays[0]}), then " if plan.dense else ""
+    typer.echo(f"submitted {dense}{len(plan.runs)} run(s) (array {arrays[-1]}) from {folder}")
+    typer.echo(f"follow it with: stxbench sweep status {folder}")
