@@ -135,19 +135,35 @@ def dense_lock(path: Path, warn: Callable[[str], None]) -> Iterator[None]:
     """Held while a process loads or trains the dense model at ``path``. A second process asking
     for the same dense model (two runs started by hand, two jobs of a sweep) waits until the
     first has saved it, then loads it: one dense model is never trained twice at once. The lock
-    is an advisory ``flock`` on ``<path>.lock``, released by the kernel if its holder dies."""
+    is an advisory ``flock`` on ``<path>.lock``, released by the kernel if its holder dies. The
+    holder removes the lock file (and the cache folders it made, if left empty) when it is done,
+    so a run that fails leaves nothing behind; a waiter that finds its file removed takes anew."""
     lock = path.with_name(path.name + ".lock")
+    made = [p for p in (lock.parent, *lock.parent.parents) if not p.exists()]
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
+    waited = False
+    while True:
+        handle = open(lock, "a")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            warn(f"waiting for another process to finish training the dense model {path.name}")
+            if not waited:
+                warn(f"waiting for another process to finish training the dense model {path.name}")
+                waited = True
             fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
+                break  # still the lock file: ours
+        handle.close()  # its holder removed it on release: lock the new one
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # while held: nobody else holds this inode
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+        for folder in made:  # innermost first; only those this call made, and only if empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def load_dense(path: Path, model: torch.nn.Module, warn) -> str | None:
