@@ -25,7 +25,7 @@ from stxbench.checkpoints import (
     save_dense,
     save_run_checkpoint,
 )
-from stxbench.compile import NeuronCompiler, compile_neurons, first_batch
+from stxbench.compile import NeuronCompiler, compile_neurons, first_batch, use_cache_dir
 from stxbench.counting import count_test_head
 from stxbench.data import load_splits
 from stxbench.energy import cost_model, energy_of
@@ -272,6 +272,7 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
     run.notify("stxbench_run_start", config=config)
     main = execution.is_main
 
+    use_cache_dir(config.cache_dir)  # kernels a backend compiles itself (the torch backend's) too
     model = build_model(run)
     compiler = compile_neurons(model, config.cache_dir, warn) if config.compile else None
     params_total = metrics.count_parameters(model)
