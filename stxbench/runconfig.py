@@ -158,5 +158,5 @@ def resolve(
         plugins=tuple(plugins),
         precision=resolve_precision(precision, device),
         workers=workers,
-        compile=proto.compile if compile is None else compile,
+        compile=(proto.compile or back.compile_by_default(device.split(":")[0])) if compile is None else compile,
     )

@@ -50,8 +50,6 @@ from stxbench import lif
 from stxbench.api import NeuronSite, NeuronSpec, Surrogate
 from stxbench_backend_torch import LIFFamilyNeuron
 
-#: graphs one kernel configuration may compile (time lengths, ranks, 0/1-size specialisations)
-RECOMPILE_LIMIT = 32
 #: why this process runs the plain loop instead of the kernel; None while the kernel works
 fallback: str | None = None
 
@@ -138,15 +136,16 @@ def _backward_body(kernel: Kernel, need_k: bool, need_theta: bool) -> Callable:
 _compiled: dict[tuple, Callable] = {}
 
 
-def _compiled_body(key: tuple, make: Callable[[], Callable]) -> Callable:
-    """``torch.compile`` of the body ``make()`` builds, one per key: each gets a code object of
-    its own, because dynamo counts recompilations per code object."""
-    fn = _compiled.get(key)
+def _compiled_body(kernel: Kernel, part: str, make: Callable[[], Callable]) -> Callable:
+    """``torch.compile`` of the body ``make()`` builds, one per kernel and part: each gets a code
+    object of its own, because dynamo counts recompilations per code object."""
+    fn = _compiled.get((kernel, part))
     if fn is None:
         body = make()
-        code = body.__code__.replace(co_name=key[0])
-        body = types.FunctionType(code, body.__globals__, key[0], body.__defaults__, body.__closure__)
-        fn = _compiled[key] = torch.compile(body)
+        name = kernel.name(part)
+        code = body.__code__.replace(co_name=name)
+        body = types.FunctionType(code, body.__globals__, name, body.__defaults__, body.__closure__)
+        fn = _compiled[(kernel, part)] = torch.compile(body)
     return fn
 
 
@@ -163,14 +162,11 @@ def _run(fn: Callable, grad: torch.Tensor | None, x: torch.Tensor, k, theta):
     grad, x, k, theta = (t.detach() if t is not None else None for t in (grad, x, k, theta))
     _mark_dynamic(grad, x, skip_first=True)  # time stays static: its loop is unrolled
     _mark_dynamic(k, theta, skip_first=False)
-    with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True,
-                                    force_parameter_static_shapes=False):
-        return fn(x, k, theta) if grad is None else fn(grad, x, k, theta)
+    return fn(x, k, theta) if grad is None else fn(grad, x, k, theta)
 
 
 def _run_forward(kernel: Kernel, store_h: bool, x, k, theta):
-    fn = _compiled_body((kernel.name("forward_h" if store_h else "forward"), kernel, store_h),
-                        lambda: _forward_body(kernel, store_h))
+    fn = _compiled_body(kernel, "forward_h" if store_h else "forward", lambda: _forward_body(kernel, store_h))
     return _run(fn, None, x, k, theta)
 
 
@@ -201,9 +197,10 @@ class _FusedLIF(torch.autograd.Function):
         kernel = ctx.kernel
         need_k = ctx.needs_input_grad[1]
         need_theta = ctx.needs_input_grad[2]
-        key = (kernel.name(f"backward_{int(need_k)}{int(need_theta)}"), kernel, need_k, need_theta)
-        fn = _compiled_body(key, lambda: _backward_body(kernel, need_k, need_theta))
-        grad = grad.contiguous()
+        part = ("backward", "backward_theta", "backward_k", "backward_k_theta")[2 * need_k + need_theta]
+        fn = _compiled_body(kernel, part, lambda: _backward_body(kernel, need_k, need_theta))
+        if any(grad.stride()):  # a loss like spikes.sum() hands down one value broadcast (all strides 0)
+            grad = grad.contiguous()
         try:
             grad_x, grad_k_steps, grad_theta_steps = _run(fn, grad, x, k, theta)
         except _compile_errors() as exc:  # the forward compiled, the backward did not

@@ -102,7 +102,7 @@ def run_command(
         help="Continue the interrupted run in --out (rerunning with the same --out does so too; "
         "--resume also insists that there is a checkpoint)."),
     compile: bool | None = typer.Option(None, "--compile/--no-compile",
-        help="Run the neuron layers through torch.compile (same results; compiling costs seconds to a minute, cached) [default: the protocol's]."),
+        help="Run the neuron layers through torch.compile (same results; compiling costs seconds to a minute, cached) [default: the protocol's, or the backend's: spikingjelly compiles on CPU]."),
 ) -> None:
     """Train (dense, cached), prune, swap the neuron, fine-tune, evaluate; write result.json.
     Every epoch is checkpointed in --out, so a killed or interrupted run resumes where it stopped."""
