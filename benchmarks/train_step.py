@@ -9,8 +9,9 @@ over today's eager reference (the torch backend's plain loop), with each step's 
 Variants, each built as ``stxbench run`` builds its model (the same initialisation): ``loop``
 (the plain loop, eager: the reference), ``loop compiled`` (what ``--compile`` gave the torch
 backend before its kernel), ``torch`` (the fused kernel, the torch backend's default), and each
-library backend eager and with ``--compile`` (`stxbench.compile.compile_neurons`; a backend that
-compiles its neurons by default on this device is marked ``*``). A step is forward,
+library backend eager and with ``--compile`` (`stxbench.compile.compile_neurons`); ``*`` marks
+what ``stxbench run`` uses for each backend on this device. ``--bound`` adds ``bound``: neurons
+that cost one comparison, the floor under any neuron implementation. A step is forward,
 cross-entropy, backward and an optimizer step on the protocol's first training batch; an
 evaluation is the forward of the first test batch under ``no_grad``. Compiled variants are
 warmed up (compiled) before timing; warm-up time, compilation included, is reported apart
@@ -76,6 +77,38 @@ def make_eval(model: nn.Module, x: torch.Tensor, autocast):
     return evaluate
 
 
+class _PassThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return (x >= 1).to(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class BoundNeuron(nn.Module):
+    """Not a neuron: one comparison forward, the gradient passed through backward, and the
+    learnables a neuron would hold. A step with it is what any neuron implementation costs at
+    the very least, so ``loop / bound`` is the most a faster neuron can give the step."""
+
+    def __init__(self, spec, site, surrogate):
+        super().__init__()
+        from stxbench import lif
+
+        lif.add_learnables(self, spec, site)
+
+    def forward(self, x):
+        return _PassThrough.apply(x)
+
+
+class BoundBackend(PlainLoopBackend):
+    name = "bound"
+
+    def make_neuron(self, spec, site, surrogate):
+        return BoundNeuron(spec, site, surrogate)
+
+
 def variant_names(names: list[str], modes: tuple[bool, ...]) -> list[tuple[str, bool]]:
     """(backend, compiled) pairs: the plain loop first (the reference), the kernel once."""
     out = [("loop", compiled) for compiled in modes] + [("torch", False)]
@@ -83,13 +116,14 @@ def variant_names(names: list[str], modes: tuple[bool, ...]) -> list[tuple[str, 
 
 
 def label(name: str, compiled: bool, by_default: bool) -> str:
-    return f"{name}{' compiled' if compiled else ''}{'*' if by_default == compiled and name not in ('loop', 'torch') else ''}"
+    used = name == "torch" or (name not in ("loop", "bound") and by_default == compiled)
+    return f"{name}{' compiled' if compiled else ''}{'*' if used else ''}"
 
 
 def build(args, name: str, compiled: bool, host=None):
     """The variant's model, optimizer, step and evaluation on the protocol's first batches."""
     settings = [f"model.name={args.model}"] if args.model else []
-    backend = PlainLoopBackend() if name == "loop" else name
+    backend = {"loop": PlainLoopBackend, "bound": BoundBackend}.get(name, lambda: name)()
     _, run = protocol_run(backend, args.protocol, settings, SURROGATE, host=host, device=args.device,
                           data_root=args.data_root)
     proto = run.config.protocol
@@ -162,6 +196,8 @@ def main() -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: under torch.autocast")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     p.add_argument("--no-compile", action="store_true", help="no --compile variants (the kernel still compiles itself)")
+    p.add_argument("--bound", action="store_true",
+                   help="add 'bound': neurons that cost one comparison (the most a faster neuron can give)")
     p.add_argument("--memory-of", help=argparse_hidden())
     args = p.parse_args()
     rounds = setup(args)
@@ -172,8 +208,10 @@ def main() -> None:
 
     _, run = protocol_run(PlainLoopBackend(), args.protocol, [], SURROGATE, device=args.device, data_root=args.data_root)
     host = run.host
-    installed = [n for n in args.backends or host.names("backend") if n == "loop" or host.backend(n).library_version() is not None]
+    installed = [n for n in args.backends or host.names("backend") if host.backend(n).library_version() is not None]
     pairs = variant_names(installed, (False,) if args.no_compile else (False, True))
+    if args.bound:
+        pairs.append(("bound", False))
     steps, evals, warmup, losses, compilers, by_default = {}, {}, {}, {}, {}, {}
     for name, compiled in pairs:
         run, proto, batch, step, evaluate, compiler = build(args, name, compiled, host=host)
@@ -182,7 +220,7 @@ def main() -> None:
         evaluate()
         warmup[(name, compiled)] = time.perf_counter() - start
         steps[(name, compiled)], evals[(name, compiled)], compilers[(name, compiled)] = step, evaluate, compiler
-        by_default[name] = name not in ("loop", "torch") and host.backend(name).compile_by_default(run.device.type)
+        by_default[name] = name not in ("loop", "torch", "bound") and host.backend(name).compile_by_default(run.device.type)
         print(f"  {label(name, compiled, by_default[name])}: warmed up in {warmup[(name, compiled)]:.1f} s", flush=True)
     print(f"{proto.name}: {proto.model.name}, T={proto.model.T}, batch {batch}, {args.neuron or proto.model.base_neuron}, "
           f"SuperSpike, {args.precision} on {args.device}; {machine_line(args)}; {rounds} rounds", flush=True)
@@ -199,7 +237,7 @@ def main() -> None:
             label(*pair, by_default[pair[0]]), f"{step_s[pair] * 1e3:.1f}", f"{reference / step_s[pair]:.2f}x",
             f"{eval_s[pair] * 1e3:.1f}", f"{reference_eval / eval_s[pair]:.2f}x",
             "-" if args.no_memory or memory[pair] is None else f"{memory[pair]:.1f}",
-            f"{warmup[pair]:.1f}", "yes" if losses[pair] == losses[("loop", False)] else "NO",
+            f"{warmup[pair]:.1f}", "-" if pair[0] == "bound" else "yes" if losses[pair] == losses[("loop", False)] else "NO",
             (compiler.info().fallback or "") if compiler else "",
         ])
     print(tabulate(rows, headers=["variant", "step ms", "speedup", "eval ms", "eval speedup", "peak MB",

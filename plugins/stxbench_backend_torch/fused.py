@@ -23,14 +23,17 @@ on a CPU, Triton on CUDA):
 Where the kernel does not run, the plain loop does (same results): while a
 ``TorchDispatchMode`` is active (op counting sees every eager op, as before), while
 ``torch.compile`` traces the module (it compiles the plain loop), for inputs that are not float32
-(bf16 autocast: the plain loop's mixed-dtype rules are kept as they are), on devices other than
-CPU and CUDA, and in a process where compiling failed once (no C++ compiler, no Triton): that
-prints one warning line.
+(under bf16 autocast the plain loop's mixed-dtype rounding is kept as it is), on devices other
+than CPU and CUDA, and in a process where compiling failed once (no C++ compiler, no Triton):
+that prints one warning line. The sigmoid surrogate's gradients differ by up to ~1.4e-7
+(relative): inductor's vectorised ``exp`` and the scalar ``exp`` ATen uses for a tensor's last
+few elements differ in the last bit.
 
 Shapes: every dimension but time is dynamic, so one graph per kernel serves every batch size and
-channel count; time is unrolled (one graph per T). Each kernel configuration (decay and
-threshold kind, fixed threshold value, tau, V_reset, surrogate and its alpha, which gradients
-are needed, ``store_v_seq``) is its own function to dynamo, so configurations never count
+channel count, and for LIF and PLIF (nothing per channel: the input is flattened, the threshold
+is an input) every site; time is unrolled (one graph per T). Each kernel configuration (fixed or
+learnable decay, tau, V_reset, surrogate and alpha, the part: forward with or without ``H``,
+backward for the gradients needed) is its own function to dynamo, so configurations never count
 against one another's recompile limit. Kernels are cached in ``$TORCHINDUCTOR_CACHE_DIR``.
 """
 
