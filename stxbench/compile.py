@@ -11,6 +11,10 @@ What stays eager, on purpose:
 
 * ``NeuronSlot`` itself, so its forward hooks (firing rates) see every slot's output;
 * every call made while a ``TorchDispatchMode`` is active, so op counting sees each eager op;
+* a neuron module whose class says ``compiles_itself = True`` (the torch backend's fused
+  kernel, `stxbench_backend_torch.fused`) is left as it is: it is compiled already, and
+  compiling its caller again would only trace it twice. If its own compilation failed, it warned
+  once and the record's ``fallback`` gives its ``kernel_fallback`` reason;
 * nothing is compiled ahead of time: a forward pre-hook on each slot compiles whatever ``impl``
   the slot holds when it runs, so neurons rebuilt by the stage-3 swap or by channel pruning
   (`NeuronSlot.rebuild`) are compiled too.
@@ -97,14 +101,18 @@ class NeuronCompiler:
         self.fallback: str | None = None  # why the run went on eager, if it did
         self.seconds = 0.0  # wall time of the calls that compiled a graph
         self.graphs = 0
+        self.slots: list[nn.Module] = []
 
     def attach(self, model: SpikingModel) -> NeuronCompiler:
-        for _, slot in model.neuron_slots():
+        self.slots = [slot for _, slot in model.neuron_slots()]
+        for slot in self.slots:
             slot.register_forward_pre_hook(self._compile_impl)
         return self
 
     def _compile_impl(self, slot: nn.Module, args) -> None:
         impl = slot.impl
+        if getattr(impl, "compiles_itself", False):
+            return  # a backend's own compiled kernel (the torch backend's): compiled already
         if not isinstance(impl.__dict__.get("forward"), CompiledForward):
             impl.forward = CompiledForward(impl.forward, self, type(impl).__name__)
 
@@ -119,7 +127,12 @@ class NeuronCompiler:
                       "(same results, slower)")
 
     def info(self) -> CompileInfo:
-        return CompileInfo(target="neurons", fallback=self.fallback, graphs=self.graphs,
+        fallback = self.fallback
+        for slot in self.slots:  # a kernel that compiles itself warned on its own when it failed
+            reason = getattr(slot.impl, "kernel_fallback", None)
+            if fallback is None and reason:
+                fallback = f"{type(slot.impl).__name__}: {reason}"
+        return CompileInfo(target="neurons", fallback=fallback, graphs=self.graphs,
                            compile_s=round(self.seconds, 3))
 
 

@@ -208,6 +208,13 @@ class Backend(ABC):
                 f"alpha={fixed:g}, not {surrogate.alpha:g}"
             )
 
+    def compile_by_default(self, device_type: str) -> bool:
+        """Whether ``stxbench run`` compiles this backend's neurons (as ``--compile`` does) on
+        ``device_type`` ("cpu", "cuda") unless told ``--no-compile``: True where the library's
+        fastest path there is ``torch.compile``. Neurons that compile themselves need no such
+        thing (`stxbench.compile` leaves a module with ``compiles_itself = True`` alone)."""
+        return False
+
     @abstractmethod
     def make_neuron(self, spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate) -> nn.Module:
         """Build one multi-step neuron layer for ``site`` (``spec.family`` is in `families`)."""

@@ -184,7 +184,8 @@ def resolve(
             **options.values(),
             "device": device,
             "precision": resolve_precision(options.precision, device),
-            "compile": proto.compile if options.compile is None else options.compile,
+            "compile": ((proto.compile or back.compile_by_default(device.split(":")[0]))
+                        if options.compile is None else options.compile),
             "cache_dir": cache_dir,
         },
         protocol=proto,

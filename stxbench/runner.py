@@ -30,7 +30,7 @@ from stxbench.checkpoints import (
     save_dense,
     save_run_checkpoint,
 )
-from stxbench.compile import NeuronCompiler, compile_neurons, first_batch
+from stxbench.compile import NeuronCompiler, compile_neurons, first_batch, use_cache_dir
 from stxbench.counting import count_test_head
 from stxbench.data import load_splits
 from stxbench.energy import all_estimates, cost_model, energy_of
@@ -368,6 +368,7 @@ class Outcome:
 def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter: Reporter,
              warn: Callable[[str], None], last_checkpoint: list[str]) -> Record | None:
     run = start_run(config, host, execution, reporter, warn, last_checkpoint)
+    use_cache_dir(config.cache_dir)  # kernels a backend compiles itself (the torch backend's) too
     model = build_model(run)
     compiler = compile_neurons(model, config.cache_dir, warn) if config.compile else None
     outcome = Outcome(metrics.count_parameters(model), metrics.dense_shapes(model))

@@ -99,7 +99,8 @@ class RunOptions:
     compile: bool | None = option(
         None, "--compile/--no-compile",
         help="Run the neuron layers through torch.compile (same results; compiling costs seconds "
-        "to a minute, cached, and later runs reuse the graphs) [default: the protocol's].")
+        "to a minute, cached, and later runs reuse the graphs) [default: the protocol's, or the "
+        "backend's: spikingjelly compiles on CPU].")
     cache_dir: Path | None = option(
         None, "--cache-dir",
         help="Where dense checkpoints are cached [default: $STXBENCH_CACHE or ~/.cache/stxbench].",

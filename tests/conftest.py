@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,14 @@ import torch
 
 # Tests run on a shared 2-core machine; one thread keeps them deterministic and polite.
 torch.set_num_threads(1)
+
+# The torch backend compiles its fused neuron kernels (stxbench_backend_torch.fused) on first use.
+# One kernel cache serves the whole session and later ones (torch's own folder under /tmp), so a
+# kernel is compiled once per machine rather than once per test's --cache-dir.
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = default_cache_dir()
 
 TINY_PROTOCOL = """
 name = "tiny"
@@ -79,6 +88,17 @@ def run_cli(*args: str) -> CliResult:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture
+def no_cxx(tmp_path: Path, monkeypatch):
+    """No working C++ compiler, as on a machine without one, and an empty kernel cache."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "empty-kernel-cache"))
+    # patched inductor's own way: monkeypatch's undo deletes a config key for good
+    with inductor_config.patch({"cpp.cxx": (None, str(tmp_path / "no-such-g++"))}):
+        yield
 
 
 @pytest.fixture

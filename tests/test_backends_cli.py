@@ -220,6 +220,28 @@ def test_the_headline_run_works_on_every_library_backend(cli, tiny_protocol, cac
     m = record.metrics
     assert m.accuracy_dense == 0.1  # untrained: one class for every image
     assert m.accuracy != m.accuracy_pruned and m.firing_rate > 0  # the library's gradients trained it
+    compiled = record.provenance.execution.compile  # spikingjelly's fastest path on a CPU is compiled
+    if backend == "spikingjelly":
+        assert compiled is not None and compiled.fallback is None and compiled.graphs > 0
+    else:
+        assert compiled is None
+
+
+@pytest.mark.parametrize("backend, flag, compiled", [
+    pytest.param(*case, marks=needs(case[0]) if case[0] != "torch" else ())
+    for case in [("spikingjelly", None, True), ("spikingjelly", False, False), ("torch", None, False),
+                 ("snntorch", None, False), ("snntorch", True, True)]
+])
+def test_a_backend_may_compile_its_neurons_by_default(backend, flag, compiled, tmp_path):
+    """spikingjelly compiles on a CPU unless --no-compile; on CUDA it has kernels of its own. The
+    torch backend's kernel compiles itself, so the run compiles nothing more for it."""
+    from stxbench.runconfig import resolve
+
+    host = PluginHost()
+    config = resolve(host, neuron="slif", pruner="dsp", backend=backend, seed=None, settings=[], device="cpu",
+                     out_dir=tmp_path, cache_dir=tmp_path, compile=flag)
+    assert config.compile is compiled
+    assert host.backend(backend).compile_by_default("cuda") is False
 
 
 @installed

@@ -3,6 +3,7 @@ Their timings are not asserted: targets are read off a quiet machine, never chec
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -22,8 +23,10 @@ def run_benchmark(script: str, *args: str, cwd: Path) -> str:
 
 @pytest.mark.parametrize("script, args, expected", [
     ("neurons.py", ["--no-compile", "--rounds", "1", "--threads", "1", "--neurons", "lif",
-                    "--backends", "torch", "--shapes", "2x4x64"], "torch"),
-    ("train_step.py", ["--rounds", "1", "--backends", "torch", "--protocol", "{tiny}"], "speedup"),
+                    "--backends", "torch", "--shapes", "2x4x64"], "saved for the backward (MB)"),
+    ("train_step.py", ["--rounds", "1", "--no-compile", "--backends", "torch", "--protocol", "{tiny}"], "peak MB"),
+    ("headline.py", ["--rounds", "1", "--backends", "torch", "loop", "--protocol", "{tiny}"], "vs torch"),
+    ("kernel_check.py", ["--neurons", "lif", "--surrogates", "atan"], "PASS"),
     ("overhead.py", ["--rounds", "1", "--protocol", "{tiny}"], "bare loop"),
     ("pruned_inference.py", ["--rounds", "1", "--no-compile", "--protocol", "{tiny}"], "dsp svd 0.25"),
     ("counting.py", ["--repeats", "1", "--protocol", "{tiny}"], "ratio counted / plain"),
@@ -62,3 +65,16 @@ def test_the_cpu_pin_gives_one_record_on_emulated_cpu_kinds(tiny_protocol, tmp_p
               for line in out.splitlines() if line.startswith("pin-portable@")]
     assert len(hashes) == 2 and len(hashes[0]) == 2
     assert hashes[0] == hashes[1]
+
+
+def test_gpu_script_dry_run_writes_a_valid_record(tmp_path):
+    """benchmarks/gpu.sh on the CPU, tiny: every step it takes on a GPU runs (kernel check, neuron
+    layer, Spikformer step on fabricated CIFAR files, an end-to-end run whose record is checked)."""
+    result = subprocess.run(["bash", str(BENCHMARKS / "gpu.sh"), "--dry-run", str(tmp_path / "out")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable})
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:])
+    out = result.stdout
+    for line in ("lif       atan         0", "saved for the backward (MB)", "eval speedup",
+                 "valid record: cifar10-spikformer-4-384 (unofficial), slif+dsp on torch, device cpu"):
+        assert line in out, line
+    assert (tmp_path / "out" / "run" / "result.json").is_file()

@@ -1,7 +1,10 @@
 """``--compile``: compiled neuron layers compute what eager ones do; failures fall back, recorded.
 
-Compilation costs seconds per graph, so the compiled runs here share one kernel cache (the
-first compiles the tiny model's 6 graphs, about 25 s in a fresh cache; the others load them).
+The torch backend's neurons compile themselves (its fused kernel), so ``--compile`` leaves them
+alone; what ``--compile`` itself compiles is tested on the plain loop, as the ``torch-loop``
+backend of the test plugin ``plain_loop_backend``. Compilation costs seconds per graph, so the
+compiled runs here share one kernel cache (the first compiles the tiny model's 6 graphs, about
+25 s in a fresh cache; the others load them).
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ import json
 from pathlib import Path
 
 import pytest
+import stxbench_backend_torch.fused as fused
 import torch
 from conftest import TINY_PROTOCOL
+from plain_loop_backend import PlainLoopBackend
 
 from stxbench.compile import CompiledForward, compile_neurons
 from stxbench.host import PluginHost
@@ -60,19 +65,30 @@ def eager_record(protocols, tmp_path_factory) -> dict:
     result = run_cli("run", "--protocol", str(protocols["eager"]), "--cache-dir", str(out / "cache"),
                      "--out", str(out / "run"), "-q")
     assert result.code == 0, result.stderr
-    return json.loads((out / "run" / "result.json").read_text())
+    record = json.loads((out / "run" / "result.json").read_text())
+    record["cache"] = out / "cache"
+    return record
 
 
 def same_results(a: dict, b: dict) -> None:
     assert a["metrics"] == b["metrics"]  # accuracy, correct, firing rate of every layer, ...
     assert a["counts"] == b["counts"]
     assert a["protocol"]["sha256"] == b["protocol"]["sha256"]
-    assert a["provenance"]["checkpoint_sha256"] == b["provenance"]["checkpoint_sha256"]
+    if a["config"]["backend"] == b["config"]["backend"]:  # torch.save names its records after the file,
+        assert a["provenance"]["checkpoint_sha256"] == b["provenance"]["checkpoint_sha256"]  # which names the backend
+
+
+def same_weights(cache_a: Path, cache_b: Path) -> None:
+    (a,), (b,) = ((cache / "dense").glob("*.pt") for cache in (cache_a, cache_b))
+    state_a, state_b = (torch.load(path, weights_only=True) for path in (a, b))
+    assert state_a.keys() == state_b.keys()
+    assert all(torch.equal(state_a[key], state_b[key]) for key in state_a)
 
 
 def test_protocol_default_compiles_and_equals_eager(cli, protocols, eager_record, tmp_path):
-    result = cli("run", "--protocol", str(protocols["compiled"]), "--cache-dir", str(tmp_path / "c"),
-                 "--out", str(tmp_path / "run"), "-q")
+    """The plain loop compiled by --compile equals the torch backend's kernel run eager."""
+    result = cli("-p", "plain_loop_backend", "run", "--protocol", str(protocols["compiled"]), "--backend", "torch-loop",
+                 "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "run"), "-q")
     assert result.code == 0, result.stderr
     assert result.stderr == ""
     record = json.loads((tmp_path / "run" / "result.json").read_text())
@@ -80,8 +96,9 @@ def test_protocol_default_compiles_and_equals_eager(cli, protocols, eager_record
     assert info["target"] == "neurons" and info["fallback"] is None
     assert info["graphs"] == TINY_GRAPHS  # nothing recompiled per batch, stage or evaluation
     assert eager_record["provenance"]["execution"]["compile"] is None
-    # the dense checkpoint trained compiled is byte-identical, and so is everything after it
+    # the dense model trained compiled has the same weights, and everything after it is the same
     same_results(record, eager_record)
+    same_weights(tmp_path / "c", eager_record["cache"])
 
 
 def test_no_compile_flag_overrides_protocol_default(cli, protocols, eager_record, tmp_path):
@@ -118,7 +135,7 @@ def test_compiled_training_and_predictions_bit_identical(protocols, tmp_path):
     warnings = []
     runs = {}
     for compiled in (False, True):
-        run = Run(config, host, torch.device("cpu"), splits, host.backend("torch"), config.surrogate,
+        run = Run(config, host, torch.device("cpu"), splits, PlainLoopBackend(), config.surrogate,
                   NullReporter(), warnings.append)
         model = build_model(run)
         compiler = compile_neurons(model, tmp_path, warnings.append) if compiled else None
@@ -149,9 +166,9 @@ def test_rebuilt_neurons_are_compiled_when_they_run(tmp_path):
 
     from stxbench_pruner_dsp import DSP, DSPParams
 
-    model = tiny_model()
+    model = tiny_model(backend=PlainLoopBackend())
     compile_neurons(model, tmp_path, lambda line: None)
-    model.swap_neurons(factory(SLIF))
+    model.swap_neurons(factory(SLIF, PlainLoopBackend()))
     DSP().prune(model, DSPParams(method="channels", keep=0.5))
     fc1 = model.get_submodule(model.hidden_layers()[0].neuron)
     with torch.compiler.set_stance("force_eager"), torch.no_grad():
@@ -168,7 +185,7 @@ def test_recompile_limit_is_a_recorded_fallback_not_a_silent_one(monkeypatch, tm
     from tiny_models import tiny_model
 
     monkeypatch.setitem(stxbench.compile._DYNAMO_SETTINGS, "recompile_limit", 2)
-    model = tiny_model().eval()
+    model = tiny_model(backend=PlainLoopBackend()).eval()
     warnings = []
     compiler = compile_neurons(model, tmp_path, warnings.append)
     x = torch.rand(5, 1, 8, 8)
@@ -185,16 +202,11 @@ def test_recompile_limit_is_a_recorded_fallback_not_a_silent_one(monkeypatch, tm
         assert torch.equal(out, model(x))
 
 
-def test_compile_failure_falls_back_with_one_recorded_warning(cli, protocols, eager_record, tmp_path,
-                                                               monkeypatch):
+def test_compile_failure_falls_back_with_one_recorded_warning(cli, protocols, eager_record, tmp_path, no_cxx):
     """No working C++ compiler (as on a machine without one): the run warns once, finishes
     eager with the eager results, and records why."""
-    import torch._inductor.config as inductor_config
-
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-g++")))
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "empty-kernel-cache"))
-    result = cli("run", "--protocol", str(protocols["eager"]), "--compile", "--cache-dir",
-                 str(tmp_path / "c"), "--out", str(tmp_path / "run"), "-q")
+    result = cli("-p", "plain_loop_backend", "run", "--protocol", str(protocols["eager"]), "--backend", "torch-loop",
+                 "--compile", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "run"), "-q")
     assert result.code == 0, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
@@ -206,3 +218,37 @@ def test_compile_failure_falls_back_with_one_recorded_warning(cli, protocols, ea
     assert info["fallback"].startswith("LIFFamilyNeuron: InductorError: InvalidCxxCompiler: No working C++ compiler")
     assert info["graphs"] == 0
     same_results(record, eager_record)
+
+
+def test_compile_leaves_the_fused_kernel_alone_and_records_its_fallback(cli, protocols, eager_record, tmp_path,
+                                                                        monkeypatch, no_cxx):
+    """The torch backend's kernel is compiled already: --compile wraps none of its neurons. When
+    the kernel cannot compile (no C++ compiler), it warns once, the run goes on with the plain
+    loop (same results) and the record says why."""
+    monkeypatch.setattr(fused, "fallback", None)
+    fused._compiled.clear()
+    result = cli("run", "--protocol", str(protocols["eager"]), "--compile", "--cache-dir",
+                 str(tmp_path / "c"), "--out", str(tmp_path / "run"), "-q")
+    fused._compiled.clear()
+    assert result.code == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("warning: torch backend: the fused neuron kernel did not compile (InductorError: "
+                               "InvalidCxxCompiler")
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    info = record["provenance"]["execution"]["compile"]
+    assert info["fallback"].startswith("FusedLIFFamilyNeuron: InductorError: InvalidCxxCompiler: No working C++ compiler")
+    assert info["graphs"] == 0
+    same_results(record, eager_record)
+
+
+def test_fused_neurons_are_not_wrapped(tmp_path):
+    from tiny_models import tiny_model
+
+    model = tiny_model()
+    compiler = compile_neurons(model, tmp_path, lambda line: None)
+    with torch.compiler.set_stance("force_eager"), torch.no_grad():
+        model.eval()(torch.rand(3, 1, 8, 8))
+    assert compiler.graphs == 0 and compiler.info().fallback is None
+    for name, slot in model.neuron_slots():
+        assert slot.impl.compiles_itself and "forward" not in slot.impl.__dict__, name

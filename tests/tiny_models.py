@@ -20,16 +20,16 @@ TRAINED_EPOCHS = 12
 CPU = torch.device("cpu")
 
 
-def factory(spec: NeuronSpec):
-    backend, surrogate = TorchBackend(), Surrogate()
+def factory(spec: NeuronSpec, backend=None):
+    backend, surrogate = backend or TorchBackend(), Surrogate()
     return lambda site: backend.make_neuron(spec, site, surrogate)
 
 
-def tiny_model(spec: NeuronSpec = LIF, seed: int = 0) -> Spikformer:
+def tiny_model(spec: NeuronSpec = LIF, seed: int = 0, backend=None) -> Spikformer:
     """spikformer-1-16 on 8x8x1 digits, T=2, pools=2 (4 tokens): exactly 7,600 parameters."""
     torch.manual_seed(seed)
     return Spikformer(depth=1, dim=16, input_shape=(1, 8, 8), num_classes=10, T=2,
-                      make_neuron=factory(spec), pools=2)
+                      make_neuron=factory(spec, backend), pools=2)
 
 
 @functools.cache

@@ -61,7 +61,9 @@ class TorchBackend(Backend):
 
     def make_neuron(self, spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate) -> nn.Module:
         self.check_neuron(spec, surrogate)
-        return LIFFamilyNeuron(spec, site, surrogate)
+        from stxbench_backend_torch.fused import FusedLIFFamilyNeuron
+
+        return FusedLIFFamilyNeuron(spec, site, surrogate)
 
 
 @hookimpl
