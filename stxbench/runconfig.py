@@ -13,7 +13,7 @@ from stxbench.energy import cost_model
 from stxbench.errors import UsageError
 from stxbench.execution import resolve_precision
 from stxbench.host import PluginHost
-from stxbench.protocol import DEFAULT_PROTOCOL, Protocol, load_protocol, parse_value
+from stxbench.protocol import DEFAULT_PROTOCOL, Protocol, load_protocol, params_text, parse_value
 from stxbench.runoptions import RunOptions, default_cache_dir
 
 
@@ -81,6 +81,26 @@ def resolve_pruner_params(host: PluginHost, protocol: Protocol, pruner: str, giv
         raise UsageError(f"pruner '{pruner}': {key}={value!r}: {first['msg']}") from None
 
 
+def check_grid(host: PluginHost, protocol: Protocol) -> None:
+    """Every cell of the protocol's compression grid must be a valid parameter set of an
+    installed pruner (merged over the protocol's ``[pruners.X]`` defaults, as a run merges it):
+    the first that is not is one line naming the cell."""
+    for pruner, params in protocol.grid_cells():
+        where = f"protocol {protocol.name}: grid.{pruner}"
+        try:
+            fields = host.pruner(pruner).Params.model_fields
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc}") from None
+        unknown = sorted(set(params) - set(fields))
+        if unknown:
+            raise UsageError(f"{where}: pruner '{pruner}' has no parameter '{unknown[0]}' "
+                             f"(its parameters: {', '.join(sorted(fields)) or 'none'})")
+        try:
+            resolve_pruner_params(host, protocol, pruner, params)
+        except UsageError as exc:
+            raise UsageError(f"{where} ({params_text(params)}): {exc}") from None
+
+
 def resolve_device(device: str) -> str:
     import torch
 
@@ -121,6 +141,7 @@ def resolve(
     back.check_neuron(base, surrogate)
     back.check_neuron(spec, surrogate)
     params = resolve_pruner_params(host, proto, pruner, given_params)
+    check_grid(host, proto)
     cost_model(proto.energy_model)  # an unknown energy model is a usage error, before any work
     options.check()
     seed = proto.seeds[0] if seed is None else seed
