@@ -109,3 +109,33 @@ def test_a_changed_curve_rerenders_the_recovery_views_only(board):
                     .model_dump_json(indent=2))
     changed, _ = render(board)
     assert sorted(p.name for p in changed) == ["README.md", RECOVERY_PLOT]
+
+
+def test_check_holds_recovery_fields_to_the_protocol(tiny_runs, base, tmp_path):
+    from stxbench.host import PluginHost
+    from stxbench.leaderboard.store import ProtocolLookup
+    from stxbench.leaderboard.verify import Verifier
+
+    verifier = Verifier(ProtocolLookup([tiny_runs.protocol_dir]), PluginHost(()))
+    assert not [p for p in verifier.problems(base) if p.field.startswith(("recovery", "metrics.accuracy_"))]
+    forged = make(base, "lif", "none", {}, 0, base.metrics.accuracy, 0.0, [0.5, 0.6])
+    assert [(p.field, p.message) for p in verifier.problems(forged) if p.field == "recovery"] == [
+        ("recovery", "protocol tiny has no validation split, yet the entry carries a recovery curve")]
+    blank = base.model_copy(update={"metrics": base.metrics.model_copy(update={"accuracy_pruned": None})})
+    assert [p.field for p in verifier.problems(blank)] == ["metrics.accuracy_pruned"]
+
+    folder = tmp_path / "protocols"
+    folder.mkdir()
+    text = (tiny_runs.protocol_dir / "tiny.toml").read_text()
+    (folder / "tiny.toml").write_text(text.replace("[model]", "[data.validation]\nsamples = 100\n"
+                                                  "diagnostic_samples = 10\n\n[model]"))
+    validated = Verifier(ProtocolLookup([folder]), PluginHost(()))
+    good = make(base, "lif", "none", {}, 0, base.metrics.accuracy, 0.0, [0.5, 0.6])
+    fields = [(p.field, p.message) for p in validated.problems(good) if p.field.startswith("recovery")]
+    assert fields == []  # 1 fine-tune epoch: points at 0 and 1; counts of 100; 10 diagnostic samples
+    bad = make(base, "lif", "none", {}, 0, base.metrics.accuracy, 0.0, [0.5, 0.6, 0.7, 0.123])
+    assert [(p.field, p.message) for p in validated.problems(bad) if p.field.startswith("recovery")] == [
+        ("recovery.curve", "epochs [0, 1, 2, 3], but the protocol fine-tunes for 1 (a point at 0 and after each epoch)"),
+        ("recovery.curve", "an accuracy is not a count of the 100 validation samples"),
+    ]
+    assert [p.field for p in validated.problems(base) if p.field == "recovery"] == ["recovery"]
