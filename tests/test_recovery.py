@@ -202,3 +202,14 @@ def test_diagnostics_leave_the_model_and_its_gradients_alone():
     neuron_diagnostics(model, torch.rand(3, 2, 1) * 4, torch.tensor([0, 1, 0]))
     assert model.training and model.linear.weight.grad is None
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def test_short_epochs_longer_than_the_training_set_are_refused_before_work(cli, tmp_path):
+    path = tmp_path / "v.toml"
+    path.write_text(VALIDATED)
+    result = cli("run", "--protocol", str(path), "--set", "finetune.epoch_samples=1152", "--out",
+                 str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "-q")
+    assert result.code == 2
+    assert result.stderr.strip() == ("error: protocol tiny: finetune.epoch_samples = 1152 exceeds the 1137 "
+                                     "training samples")  # 1437 digits training images less 300
+    assert not (tmp_path / "out" / "result.json").exists() and not (tmp_path / "cache").exists()
