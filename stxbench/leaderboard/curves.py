@@ -52,6 +52,20 @@ def mean_band(values: Sequence[float]) -> tuple[float, float | None]:
     return mean, float(t_dist().ppf(1 - ALPHA / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values)))
 
 
+def config_order(label: str) -> tuple:
+    """A sort key putting pruner labels (and other names) in a natural order: ``none`` first,
+    then by name, then by parameters, numeric ones from the highest value (the densest level:
+    ``keep=0.5`` before ``keep=0.25``)."""
+    tokens = []
+    for token in label.replace("(", " ").replace(")", " ").replace(",", " ").split()[1:]:
+        key, _, value = token.partition("=")
+        try:
+            tokens.append((key, 0, -float(value), ""))
+        except ValueError:
+            tokens.append((key, 1, 0.0, value))
+    return (label != "none", label.split(" ")[0], tokens)
+
+
 def _numeric(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stxbench.errors import UsageError, unknown_choice
-from stxbench.leaderboard.curves import recovery_auc
+from stxbench.leaderboard.curves import config_order, recovery_auc
 from stxbench.leaderboard.stats import PairedTest, holm, verdict
 from stxbench.leaderboard.store import pruner_label
 from stxbench.protocol import parse_value
@@ -130,19 +130,7 @@ def compare(records: list[Record], factor: str, a: list[str], b: str) -> list[Co
 
 
 def _context_order(context: tuple[str, ...]):
-    """Pruner labels in a natural order: ``none`` first, then by name and parameter values."""
-    return tuple((part != "none", part.split(" ")[0], _number_key(part)) for part in context)
-
-
-def _number_key(label: str) -> list:
-    out = []
-    for token in label.replace("(", " ").replace(")", " ").replace(",", " ").split():
-        key, _, value = token.partition("=")
-        try:
-            out.append((key, 0, -float(value), ""))  # the higher level first: keep 0.5 before 0.25
-        except ValueError:
-            out.append((key, 1, 0.0, value))
-    return out
+    return tuple(config_order(part) for part in context)
 
 
 def family_size(comparisons: list[Comparison], metric: str) -> int:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stxbench.errors import UsageError
-from stxbench.leaderboard.curves import group_lines, has_recovery, mean_band, row_curves
+from stxbench.leaderboard.curves import config_order, group_lines, has_recovery, mean_band, row_curves
 
 PLOT_DATA_KEY = "stxbench-plot-data"
 ENERGY_PLOT = "accuracy_energy.png"
@@ -80,7 +80,8 @@ def recovery_data(protocol: str, rows) -> str:
                                "epochs": epochs, "accuracy": means, "band": bands})
         panel["dense"] += [100 * record.recovery.accuracy_dense for record, _ in curves]
     ordered = []
-    for panel in panels.values():
+    for title in sorted(panels, key=config_order):
+        panel = panels[title]
         panel["dense"] = sum(panel["dense"]) / len(panel["dense"])
         panel["lines"].sort(key=lambda line: line["label"])
         ordered.append(panel)
@@ -140,16 +141,23 @@ def _band(ax, xs, ys, bands, colour) -> None:
         return
     steps = [b - a for a, b in zip(xs, xs[1:])]
     if len(xs) > 1 and (all(d > 0 for d in steps) or all(d < 0 for d in steps)):
-        ax.fill_between(xs, [y - b for y, b in zip(ys, bands)], [y + b for y, b in zip(ys, bands)],
-                        color=colour, alpha=0.15, linewidth=0)
+        ax.fill_between(xs, [max(y - b, 0.0) for y, b in zip(ys, bands)],
+                        [min(y + b, 100.0) for y, b in zip(ys, bands)], color=colour, alpha=0.15, linewidth=0)
     else:
         ax.errorbar(xs, ys, yerr=bands, fmt="none", ecolor=colour, alpha=0.5, capsize=2, linewidth=0.8)
 
 
-def _finish(fig, axes, count: int, title: str, handles: dict, legend_width: float, total_width: float) -> None:
+def _finish(fig, axes, count: int, title: str, handles: dict, legend_width: float, total_width: float,
+            values: list[float]) -> None:
+    """Hide unused panels, title, legend; y limits from the means (a band of 2 seeds can span
+    far more than the data: it is cut at the axes, never widens them)."""
     for ax in list(axes.flat)[count:]:
         ax.set_visible(False)
-    fig.suptitle(title, fontsize=10)
+    if values:
+        low, high = min(values), max(values)
+        margin = max(1.0, 0.15 * (high - low))
+        axes.flat[0].set_ylim(max(0.0, low - margin), min(100.0, high + margin))
+    fig.suptitle(title, fontsize=9)
     fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - legend_width / total_width, 1))
 
@@ -180,6 +188,9 @@ def draw_compression(spec: dict):
             handles.setdefault(p["label"], handle)
         if log:
             ax.set_xscale("log")
+        else:  # few ticks, in scientific notation: tick labels must not run into each other
+            ax.locator_params(axis="x", nbins=4)
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 4), useOffset=False)
         ax.set_title(panel["title"], fontsize=8)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
@@ -189,8 +200,10 @@ def draw_compression(spec: dict):
     for ax in axes[:, 0]:
         ax.set_ylabel("test accuracy (%)", fontsize=8)
     width = 3.6 * cols + 1.9
-    _finish(fig, axes, len(panels), f"{spec['protocol']}: accuracy vs {name.split(' per')[0]}, from the dense "
-            "row through each pruner's levels (mean over seeds, 95 % band)", handles, 1.9, width)
+    values = [p["accuracy"] for panel in panels for line in panel["lines"] for p in line["points"]]
+    _finish(fig, axes, len(panels), f"{spec['protocol']}: accuracy vs {name.split(' per')[0]}\nfrom the dense "
+            "row through each pruner's levels (mean over seeds, 95 % band)", handles, 1.9, width,
+            values + [p["accuracy"] for p in spec["single"]])
     return fig
 
 
@@ -215,8 +228,9 @@ def draw_recovery(spec: dict):
         ax.set_xlabel("fine-tune epoch", fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel("validation accuracy (%)", fontsize=8)
-    _finish(fig, axes, len(panels), f"{spec['protocol']}: recovery after pruning (mean over seeds, 95 % band)",
-            handles, 1.9, 3.1 * cols + 1.9)
+    values = [a for panel in panels for line in panel["lines"] for a in line["accuracy"]]
+    _finish(fig, axes, len(panels), f"{spec['protocol']}: recovery after pruning\n(validation accuracy, mean "
+            "over seeds, 95 % band)", handles, 1.9, 3.1 * cols + 1.9, values + [p["dense"] for p in panels])
     return fig
 
 
