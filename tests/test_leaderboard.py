@@ -61,7 +61,8 @@ def test_submit_files_entries_under_stable_names_and_renders(clean_board):
     names = sorted(p.name for p in (root / "tiny" / "entries").iterdir())
     assert names == sorted(ENTRIES)
     assert result.stdout.count("submitted ") == 3 and "rendered " in result.stdout
-    assert {p.name for p in (root / "tiny").iterdir()} == {"entries", "README.md", "accuracy_energy.png"}
+    assert {p.name for p in (root / "tiny").iterdir()} == {"entries", "README.md", "accuracy_energy.png",
+                                                            "accuracy_params.png"}
     assert (root / "README.md").is_file()
 
 

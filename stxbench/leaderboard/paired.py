@@ -79,9 +79,6 @@ class Comparison:
     accuracy_p: float | None = None  # Holm-adjusted over the family
     auc_p: float | None = None
 
-    def mde(self, metric: str, family: int) -> float | None:
-        return (self.accuracy if metric == "accuracy" else self.auc).mde(family)
-
 
 def _context(record: Record, factor: str) -> tuple[str, ...]:
     return tuple(value_of(record, f) for f in CONTEXT[factor])
