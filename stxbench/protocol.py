@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import math
 import re
 import tomllib
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -64,6 +66,26 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
+class ValidationSection(_Section):
+    """A validation split carved from the training set (`stxbench.data.carve_validation`):
+    stratified by class, drawn with its own seed, never trained on. Fine-tuning is followed on
+    it epoch by epoch (the recovery curve), and the neuron diagnostics use its first
+    ``diagnostic_samples``; the test set is then touched once, by the final evaluation."""
+
+    samples: int = Field(gt=0, description="validation samples taken out of the training set")
+    seed: int = Field(default=0, ge=0, description="seed of the draw (numpy PCG64)")
+    #: the fixed batch of the per-layer diagnostics (`stxbench.diagnostics`): the first this-many
+    #: validation samples, in split order
+    diagnostic_samples: int = Field(default=256, gt=0)
+
+    @model_validator(mode="after")
+    def _batch_within_split(self) -> ValidationSection:
+        if self.diagnostic_samples > self.samples:
+            raise ValueError(f"diagnostic_samples ({self.diagnostic_samples}) must be at most "
+                             f"samples ({self.samples}): the diagnostics batch is validation data")
+        return self
+
+
 class DataSection(_Section):
     dataset: str
     #: how a static sample becomes a spike-train input: repeated over T ("direct"), or the
@@ -74,6 +96,9 @@ class DataSection(_Section):
     options: dict[str, OptionValue] = Field(default_factory=dict)
 
     _options = field_validator("options", mode="before")(_check_option_values)
+    #: a validation split carved from the training set; None: no validation split, no recovery
+    #: curve and no diagnostics in the records
+    validation: ValidationSection | None = None
 
 
 class ModelSection(_Section):
@@ -120,6 +145,16 @@ class StageSection(_Section):
     random_erasing_mode: Literal["const", "rand", "pixel"] = "const"
     #: boxes per erased image: 1..this many, uniformly (timm's ``recount``)
     random_erasing_count: int = Field(default=1, ge=1, le=16)
+    #: an epoch is this many samples (the head of that epoch's shuffled order, whole batches)
+    #: rather than the whole training set: short epochs make a fine recovery curve; None = all
+    epoch_samples: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _whole_batches(self) -> StageSection:
+        if self.epoch_samples is not None and self.epoch_samples % self.batch_size:
+            raise ValueError(f"epoch_samples ({self.epoch_samples}) must be a multiple of "
+                             f"batch_size ({self.batch_size})")
+        return self
 
     @field_validator("rand_augment")
     @classmethod
@@ -174,6 +209,22 @@ class EvalSection(_Section):
 #: protocol fields that do not change what a run computes, left out of its sha256
 NOT_HASHED = {"description", "compile", "rerun_rtol"}
 
+GridValue = int | float | str | bool
+#: one table of a pruner's grid: a parameter's value, or a list of the values it takes
+GridTable = dict[str, GridValue | list[GridValue]]
+
+
+def expand_table(table: GridTable) -> list[dict[str, Any]]:
+    """The parameter sets a grid table stands for: the cartesian product of its lists (a
+    single value is a list of one), in the order written, the last key varying fastest."""
+    levels = [value if isinstance(value, list) else [value] for value in table.values()]
+    return [dict(zip(table, combo)) for combo in itertools.product(*levels)]
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """``keep=0.5, method=svd`` (no parameters: ``defaults``)."""
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
+
 
 class Protocol(_Section):
     #: letters, digits, ".", "_" and "-" (it names files and folders)
@@ -195,6 +246,11 @@ class Protocol(_Section):
     eval: EvalSection = EvalSection()
     #: default parameters per pruner name, e.g. [pruners.l1p] sparsity = 0.5
     pruners: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: the compression grid ``stxbench sweep --grid`` runs: per pruner, a list of parameter
+    #: tables (``[[grid.dsp]]``), each the cartesian product of its lists (`grid_cells`).
+    #: Whether every cell is a valid parameter set of its pruner is checked when a run is
+    #: resolved (`stxbench.runconfig.check_grid`): the protocol knows no pruner.
+    grid: dict[str, list[GridTable]] = Field(default_factory=dict)
     energy_model: str = "horowitz45-fp32-v1"
     #: the counting convention of the record's ``energy`` (`stxbench.conventions`); records
     #: hold every convention in ``energies`` anyway
@@ -215,6 +271,30 @@ class Protocol(_Section):
         if repeated:
             raise ValueError(f"seed {repeated[0]} is listed twice; each seed is one run")
         return seeds
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_cells_distinct(cls, grid: dict[str, list[GridTable]]) -> dict[str, list[GridTable]]:
+        for pruner, tables in grid.items():
+            if not tables:
+                raise ValueError(f"grid.{pruner} lists no parameter table (write [[grid.{pruner}]])")
+            seen: dict[str, int] = {}
+            for index, table in enumerate(tables):
+                for key, value in table.items():
+                    if isinstance(value, list) and not value:
+                        raise ValueError(f"grid.{pruner}[{index}].{key} is an empty list")
+                for params in expand_table(table):
+                    canonical = json.dumps(params, sort_keys=True)
+                    if canonical in seen:
+                        raise ValueError(f"grid.{pruner}: {params_text(params)} appears twice "
+                                         f"(tables {seen[canonical]} and {index})")
+                    seen[canonical] = index
+        return grid
+
+    def grid_cells(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every (pruner, parameters) of the grid, in the order written."""
+        return [(pruner, params) for pruner, tables in self.grid.items()
+                for table in tables for params in expand_table(table)]
 
     def _dump(self, **kwargs: Any) -> dict[str, Any]:
         """``model_dump`` without the fields added after protocols were first hashed, where they
@@ -245,15 +325,16 @@ class Protocol(_Section):
 
 
 #: top-level fields added after the first protocols were published, with their defaults
-LATER_TOP_DEFAULTS: dict[str, Any] = {"energy_convention": "stxbench", "cpu_pin": None}
+#: top-level fields added after the first protocols were published, and their defaults
+LATER_TOP_DEFAULTS: dict[str, Any] = {"energy_convention": "stxbench", "cpu_pin": None, "grid": {}}
 _LATER_STAGE_DEFAULTS = {
     "min_lr": 0.0, "mixup": 0.0, "mixup_epochs": None, "rand_augment": None,
     "rand_augment_ops": None, "rand_augment_interpolation": "bicubic", "random_erasing": 0.0,
-    "random_erasing_mode": "const", "random_erasing_count": 1,
+    "random_erasing_mode": "const", "random_erasing_count": 1, "epoch_samples": None,
 }
 #: section -> {field: default} for fields added after the first protocols were published
 LATER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "data": {"options": {}},
+    "data": {"options": {}, "validation": None},
     "train": _LATER_STAGE_DEFAULTS,
     "finetune": _LATER_STAGE_DEFAULTS,
 }
@@ -291,12 +372,20 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The section class of a field annotated ``Section`` or ``Section | None``."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def valid_keys(model: type[BaseModel] = Protocol, prefix: str = "") -> list[str]:
     keys = []
     for name, field in model.model_fields.items():
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys += valid_keys(ann, f"{prefix}{name}.")
+        section = _section_model(field.annotation)
+        if section is not None:
+            keys += valid_keys(section, f"{prefix}{name}.")
         else:
             keys.append(f"{prefix}{name}")
     return keys

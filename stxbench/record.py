@@ -69,8 +69,11 @@ class MatrixStat(_Strict):
 
 class Metrics(_Strict):
     accuracy: float = Field(ge=0, le=1)
-    accuracy_dense: float = Field(ge=0, le=1)  # after stage 1, before pruning
-    accuracy_pruned: float = Field(ge=0, le=1)  # after pruning, before fine-tuning
+    # Test accuracy after stage 1 (before pruning) and after pruning (before fine-tuning). None
+    # when the protocol has a validation split: the test set is then touched once, by the final
+    # evaluation, and `Recovery` holds both on the validation split.
+    accuracy_dense: float | None = Field(ge=0, le=1)
+    accuracy_pruned: float | None = Field(ge=0, le=1)
     correct: int = Field(ge=0)
     test_samples: int = Field(gt=0)
     params_total: int = Field(gt=0)  # the dense model's parameter count
@@ -79,6 +82,42 @@ class Metrics(_Strict):
     firing_rate: float = Field(ge=0, le=1)  # all neuron layers, all elements and time steps
     firing_rates: dict[str, float]  # per neuron layer
     matrices: list[MatrixStat]
+
+
+class CurvePoint(_Strict):
+    """One point of a recovery curve."""
+
+    epoch: int = Field(ge=0)  # fine-tune epochs done; 0: right after pruning and the neuron swap
+    accuracy: float = Field(ge=0, le=1)  # on the protocol's validation split
+    loss: float | None  # mean training loss over that epoch (None at epoch 0)
+
+
+class NeuronDiagnostic(_Strict):
+    """One neuron layer on the fixed diagnostics batch (definitions: `stxbench.diagnostics`)."""
+
+    firing_rate: float = Field(ge=0, le=1)  # mean of the spikes
+    surrogate_grad: float = Field(ge=0)  # mean |d(sum of the layer's spikes) / d(input current)|
+    loss_grad: float = Field(ge=0)  # mean |d(summed cross-entropy) / d(input current)|
+
+
+class Diagnostics(_Strict):
+    """Per neuron layer (by module path), at three moments of the run."""
+
+    samples: int = Field(gt=0)  # the first this-many validation samples
+    dense: dict[str, NeuronDiagnostic]  # before pruning, with the base neuron
+    pruned: dict[str, NeuronDiagnostic]  # right after pruning and the swap to the run's neuron
+    finetuned: dict[str, NeuronDiagnostic]  # after fine-tuning
+
+
+class Recovery(_Strict):
+    """How fine-tuning recovered from pruning, on the validation split the protocol carves
+    from the training set (``[data.validation]``)."""
+
+    validation_samples: int = Field(gt=0)
+    accuracy_dense: float = Field(ge=0, le=1)  # the dense model, before pruning
+    #: epoch 0 (right after pruning) and after every fine-tune epoch
+    curve: list[CurvePoint] = Field(min_length=1)
+    diagnostics: Diagnostics
 
 
 #: id of the op-counting rule (stxbench.counting); a new rule gets a new id
@@ -204,9 +243,11 @@ class EnergyEstimate(_Strict):
 
 class Timing(_Strict):
     dense_s: float | None  # None when the dense checkpoint came from the cache
-    finetune_s: float
+    finetune_s: float  # training only: the validation measurements are in validation_s
     eval_s: float
     samples_per_s: float  # evaluation throughput
+    #: validation evaluations and diagnostics (None without a validation split)
+    validation_s: float | None = None
 
 
 class CompileInfo(_Strict):
@@ -277,6 +318,9 @@ class Record(_Strict):
     provenance: Provenance
     #: energy under every convention and cost model (None with --no-counts and in older records)
     energies: list[EnergyEstimate] | None = None
+    #: recovery curve and per-layer diagnostics; None when the protocol has no validation split
+    #: (and in records older than this field)
+    recovery: Recovery | None = None
 
 
 def atomic_write_text(path: Path, text: str) -> None:

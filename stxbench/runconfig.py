@@ -17,7 +17,7 @@ from stxbench.errors import UsageError
 from stxbench.execution import resolve_precision
 from stxbench.host import PluginHost
 from stxbench.paths import check_readable_dir, check_writable_dir, path_text
-from stxbench.protocol import DEFAULT_PROTOCOL, MAX_SEED, Protocol, load_protocol, parse_value
+from stxbench.protocol import DEFAULT_PROTOCOL, MAX_SEED, Protocol, load_protocol, params_text, parse_value
 from stxbench.runoptions import RunOptions, cache_dir_source, default_cache_dir
 
 
@@ -123,6 +123,26 @@ def check_paths(options: RunOptions, out_dir: Path) -> Path:
     return cache_dir
 
 
+def check_grid(host: PluginHost, protocol: Protocol) -> None:
+    """Every cell of the protocol's compression grid must be a valid parameter set of an
+    installed pruner (merged over the protocol's ``[pruners.X]`` defaults, as a run merges it):
+    the first that is not is one line naming the cell."""
+    for pruner, params in protocol.grid_cells():
+        where = f"protocol {protocol.name}: grid.{pruner}"
+        try:
+            fields = host.pruner(pruner).Params.model_fields
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc}") from None
+        unknown = sorted(set(params) - set(fields))
+        if unknown:
+            raise UsageError(f"{where}: pruner '{pruner}' has no parameter '{unknown[0]}' "
+                             f"(its parameters: {', '.join(sorted(fields)) or 'none'})")
+        try:
+            resolve_pruner_params(host, protocol, pruner, params)
+        except UsageError as exc:
+            raise UsageError(f"{where} ({params_text(params)}): {exc}") from None
+
+
 def resolve_device(device: str) -> str:
     import torch
 
@@ -170,6 +190,7 @@ def resolve(
     host.implementation(base, back, surrogate)  # natively, or through the family's reference
     host.implementation(spec, back, surrogate)
     params = resolve_pruner_params(host, proto, pruner, given_params)
+    check_grid(host, proto)
     cost_model(proto.energy_model)  # an unknown energy model is a usage error, before any work
     convention(proto.energy_convention)  # so is an unknown counting convention
     options.check(job_cpus)

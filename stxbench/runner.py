@@ -32,7 +32,7 @@ from stxbench.checkpoints import (
 )
 from stxbench.compile import NeuronCompiler, compile_neurons, first_batch, use_cache_dir
 from stxbench.counting import count_test_head
-from stxbench.data import load_splits
+from stxbench.data import carve_validation, load_splits
 from stxbench.energy import all_estimates, cost_model, energy_of
 from stxbench.errors import RunFailed, RunInterrupted, UsageError, one_line
 from stxbench.execution import (
@@ -53,6 +53,7 @@ from stxbench.paths import run_lock
 from stxbench.protocol import StageSection
 from stxbench.numerics import dense_bits, run_numerics, used_components
 from stxbench.provenance import device_name, git_commit, now_utc
+from stxbench.recovery import RecoveryProbe
 from stxbench.record import (
     ConfigInfo,
     Counts,
@@ -63,6 +64,7 @@ from stxbench.record import (
     Provenance,
     ProtocolInfo,
     Record,
+    Recovery,
     Timing,
     write_record,
 )
@@ -103,6 +105,8 @@ class Run:
     #: how this run executes, as far as it changes the numbers (`run_numerics`); a checkpoint
     #: keeps it, and a resume that differs is refused
     numerics: dict[str, Any] = field(default_factory=dict)
+    #: the protocol's validation split (carved from the training set), if it has one
+    validation: torch.utils.data.Dataset | None = None
 
     def resume_of(self, stage: str) -> dict[str, Any] | None:
         return self.resume if self.resume and self.resume["stage"] == stage else None
@@ -131,11 +135,12 @@ class Run:
     def on_epoch_end(self, stage: str):
         return lambda epoch, values: self.notify("stxbench_epoch_end", stage=stage, epoch=epoch, metrics=values)
 
-    def train(self, model: SpikingModel, stage: str, section: StageSection) -> float:
+    def train(self, model: SpikingModel, stage: str, section: StageSection, measure=None) -> float:
         """Train ``model`` through one stage of the protocol, from where the run checkpoint
-        stopped if it stopped in this stage; returns the stage's seconds."""
+        stopped if it stopped in this stage; returns the stage's seconds. ``measure`` runs after
+        every epoch (`StageHooks.measure`)."""
         resume = self.resume_of(stage)
-        hooks = StageHooks(self.reporter, self.on_epoch_end(stage), self.checkpointer(stage, model))
+        hooks = StageHooks(self.reporter, self.on_epoch_end(stage), self.checkpointer(stage, model), measure)
         result = train_stage(model, self.splits, section, name=stage, seed=self.config.seed,
                              device=self.device, execution=self.execution, hooks=hooks,
                              resume=resume and resume["progress"])
@@ -147,6 +152,15 @@ class Run:
             return None
         proto = self.config.protocol
         return evaluate(model, self.splits, proto.eval.batch_size, self.device, self.execution).accuracy
+
+    def recovery_probe(self) -> RecoveryProbe | None:
+        """What measures the recovery curve and diagnostics: on rank 0 of a run whose protocol
+        has a validation split (None otherwise)."""
+        if self.validation is None or not self.execution.is_main:
+            return None
+        proto = self.config.protocol
+        return RecoveryProbe(self.splits, self.validation, proto.data.validation.diagnostic_samples,
+                             proto.eval.batch_size, self.device, self.execution, self.done)
 
 
 def dense_cache_path(run: Run) -> Path:
@@ -230,14 +244,19 @@ def stage_prune(run: Run, model: SpikingModel) -> None:
     model.to(run.device)
 
 
-def stage_finetune(run: Run, model: SpikingModel) -> float:
+def stage_finetune(run: Run, model: SpikingModel, probe: RecoveryProbe | None = None) -> float:
+    """Stage 3: swap in the run's neuron and fine-tune; with a ``probe``, the recovery curve
+    starts right after the swap and gains a point after every epoch."""
     spec = run.host.neuron(run.config.neuron)
     model.swap_neurons(run.make_neuron_factory(spec))
     resume = run.resume_of("finetune")
     if resume is not None:
         load_resumed_model(run, model)
     model.to(run.device)
-    seconds = run.train(model, "finetune", run.config.protocol.finetune)
+    if probe is not None:
+        probe.after_pruning(model)
+    seconds = run.train(model, "finetune", run.config.protocol.finetune,
+                        measure=probe.measurer(model) if probe else None)
     run.host.pruner(run.config.pruner).finalize(model)
     return seconds
 
@@ -363,6 +382,7 @@ class Outcome:
     final: EvalResult | None = None
     rates: metrics.FiringRates | None = None
     counts: Counts | None = None
+    recovery: Recovery | None = None
 
 
 def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter: Reporter,
@@ -373,13 +393,23 @@ def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter
     compiler = compile_neurons(model, config.cache_dir, warn) if config.compile else None
     outcome = Outcome(metrics.count_parameters(model), metrics.dense_shapes(model))
     outcome.dense_s, outcome.checkpoint_sha256 = stage_dense(run, model)
-    outcome.accuracy_dense = run.accuracy(model)
+    # With a validation split the test set is touched once, at the end: the accuracies before
+    # fine-tuning are measured on the validation split (the recovery curve) instead.
+    probe = run.recovery_probe()
+    if probe is not None:
+        probe.before_pruning(model)
+    elif run.validation is None:
+        outcome.accuracy_dense = run.accuracy(model)
     stage_prune(run, model)
-    outcome.accuracy_pruned = run.accuracy(model)
-    outcome.finetune_s = stage_finetune(run, model)
+    if run.validation is None:
+        outcome.accuracy_pruned = run.accuracy(model)
+    outcome.finetune_s = stage_finetune(run, model, probe)
     if not execution.is_main:
         return None  # rank 0 alone evaluates, counts and writes the record
     outcome.final, outcome.rates = final_evaluation(run, model, compiler)
+    if probe is not None:
+        probe.after_finetuning(model)
+        outcome.recovery = probe.result()
     outcome.counts = count_ops(run, model)
     record = make_record(run, model, outcome, compiler)
     write_result(run, record)
@@ -398,9 +428,13 @@ def start_run(config: RunConfig, host: PluginHost, execution: Execution, reporte
     device = process_device(config.device, execution)
     numerics = run_numerics(config, host, device, execution)
     resume = load_run_checkpoint(config, numerics)
-    splits = load_splits(proto, host, config.data_root)
+    splits, validation = carve_validation(proto, load_splits(proto, host, config.data_root))
     for section in ("train", "finetune"):  # a stage's augmentation must fit the data: say so now
-        stage_augmentation(getattr(proto, section), splits, section)
+        stage = getattr(proto, section)
+        stage_augmentation(stage, splits, section)
+        if stage.epoch_samples is not None and stage.epoch_samples > len(splits.train):
+            raise UsageError(f"protocol {proto.name}: {section}.epoch_samples = {stage.epoch_samples} "
+                             f"exceeds the {len(splits.train)} training samples")
     if execution.distributed:
         check_distributed([proto.train.batch_size, proto.finetune.batch_size], len(splits.train),
                           execution.world_size)
@@ -408,7 +442,7 @@ def start_run(config: RunConfig, host: PluginHost, execution: Execution, reporte
     backend = host.backend(config.backend)
     run = Run(config, host, device, splits, backend, config.surrogate, reporter, warn, execution,
               resume=resume, done=dict(resume["done"]) if resume else {},
-              last_checkpoint=last_checkpoint, numerics=numerics)
+              last_checkpoint=last_checkpoint, numerics=numerics, validation=validation)
     run.notify("stxbench_run_start", config=config)
     return run
 
@@ -463,8 +497,10 @@ def make_record(run: Run, model: SpikingModel, outcome: Outcome, compiler: Neuro
             timing=Timing(
                 dense_s=outcome.dense_s, finetune_s=outcome.finetune_s, eval_s=final.seconds,
                 samples_per_s=final.samples / final.seconds if final.seconds > 0 else float(final.samples),
+                validation_s=run.done.get("validation_s") if outcome.recovery else None,
             ),
             provenance=provenance(run, outcome.checkpoint_sha256, compiler),
+            recovery=outcome.recovery,
         )
     except ValidationError as exc:  # a NaN or infinite metric: never written as a number
         first = exc.errors()[0]

@@ -175,11 +175,16 @@ def mixup(
 class StageHooks:
     """Who hears from a stage of training: the progress display, the observers of each epoch's
     end (``on_epoch_end(epoch, {"loss": ..., "train_accuracy": ...})``), and the checkpointer,
-    which receives the stage's `StageState.progress` after every epoch."""
+    which receives the stage's `StageState.progress` after every epoch.
+
+    ``measure(epoch, metrics)`` runs first after every epoch, before the checkpoint (so what it
+    keeps is in that checkpoint) and outside the stage's timing; the metrics it returns (the
+    validation accuracy) are added to those the observers get."""
 
     reporter: Reporter = field(default_factory=NullReporter)
     on_epoch_end: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None
     on_checkpoint: Callable[[dict[str, Any]], None] | None = None
+    measure: Callable[[int, dict[str, float]], dict[str, float]] | None = None
 
 
 @dataclass
@@ -225,6 +230,8 @@ class StagePlan:
     def of(cls, splits: DataSplits, stage: StageSection) -> StagePlan:
         drop_last = len(splits.train) >= stage.batch_size  # fixed batch shapes, unless tiny
         per_epoch = steps_per_epoch(splits.train, stage.batch_size, drop_last)
+        if stage.epoch_samples is not None:  # short epochs: the head of each epoch's order
+            per_epoch = min(per_epoch, stage.epoch_samples // stage.batch_size)
         return cls(drop_last, per_epoch, per_epoch * stage.epochs, round(stage.warmup_epochs * per_epoch))
 
 
@@ -295,15 +302,19 @@ class StageLoop:
         state, hooks = self.state, self.hooks
         hooks.reporter.start(self.name, self.plan.total, completed=state.step)
         start = time.perf_counter() - state.seconds
-        self.model.train()
         try:
             while state.epoch < self.stage.epochs:
+                self.model.train()  # again every epoch: a measurement may have switched to eval
                 loss_sum, correct, seen = all_reduce_sums(self.train_epoch(), self.execution, self.device)
                 state.epoch += 1
+                values = {"loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
+                if hooks.measure is not None:
+                    measured_from = time.perf_counter()
+                    values.update(hooks.measure(state.epoch, dict(values)))
+                    start += time.perf_counter() - measured_from  # not part of the stage's time
                 if hooks.on_checkpoint is not None:
                     hooks.on_checkpoint(state.progress(time.perf_counter() - start))
-                hooks.on_epoch_end(state.epoch, {"loss": loss_sum / max(seen, 1),
-                                                 "train_accuracy": correct / max(seen, 1)})
+                hooks.on_epoch_end(state.epoch, values)
         finally:
             hooks.reporter.finish()
         return StageResult(time.perf_counter() - start)
@@ -314,11 +325,13 @@ class StageLoop:
         order = torch.Generator().manual_seed(derive_seed(self.base_seed, epoch))
         mixing = stage.mixup > 0 and (stage.mixup_epochs is None or epoch < stage.mixup_epochs)
         loss_sum, correct, seen = 0.0, 0, 0
-        for x, y in batches(
+        for step, (x, y) in enumerate(batches(
             self.splits.train, stage.batch_size, shuffle=True, drop_last=self.plan.drop_last,
             generator=order, shard=(execution.rank, execution.world_size), workers=execution.workers,
             pin_memory=execution.pin_memory,
-        ):
+        )):
+            if step == self.plan.per_epoch:  # an epoch of epoch_samples ends early
+                break
             y = y.to(self.device, non_blocking=True)
             loss_value, logits = self.train_step(x, y, mixing)
             loss_sum += loss_value * len(y)
@@ -377,16 +390,17 @@ class EvalResult:
 @torch.no_grad()
 def evaluate(
     model: nn.Module, splits: DataSplits, batch_size: int, device: torch.device,
-    execution: Execution = Execution(),
+    execution: Execution = Execution(), dataset: torch.utils.data.Dataset | None = None,
 ) -> EvalResult:
-    """Accuracy over the whole test split, in this process (rank 0 of a distributed run)."""
+    """Accuracy over the whole test split (or over ``dataset``, the validation split), in this
+    process (rank 0 of a distributed run)."""
     model.eval()
     start = time.perf_counter()
     preds = []
     correct = 0
     for x, y in batches(
-        splits.test, batch_size, shuffle=False, drop_last=False, workers=execution.workers,
-        pin_memory=execution.pin_memory,
+        splits.test if dataset is None else dataset, batch_size, shuffle=False, drop_last=False,
+        workers=execution.workers, pin_memory=execution.pin_memory,
     ):
         x = _to_input(x, splits, device)
         with execution.autocast(device), checking_spikes(model) if not preds else contextlib.nullcontext():

@@ -84,6 +84,24 @@ def test_idx_errors_are_one_line(host, tmp_path):
         host.dataset("mnist").load(None)
 
 
+def test_idx_downsample_averages_blocks_and_rounds_half_up(host, tmp_path):
+    arrays = fake_mnist(tmp_path, gz=False)
+    splits = host.dataset("mnist").load(str(tmp_path), downsample=2)
+    x = splits.train.tensors[0]
+    assert x.dtype == torch.uint8 and x.shape == (12, 1, 14, 14) and splits.input_shape == (1, 14, 14)
+    image = arrays["train-images-idx3-ubyte"][3].astype(int)
+    block = image[4:6, 10:12].sum()  # the block of output pixel (2, 5)
+    assert int(x[3, 0, 2, 5]) == (block + 2) // 4
+    assert splits.test.tensors[0].shape == (5, 1, 14, 14)
+    from stxbench_dataset_idx import block_mean
+
+    assert block_mean(np.array([[[0, 1], [1, 0]], [[0, 1], [0, 0]]], dtype=np.uint8), 2).tolist() == [[[1]], [[0]]]
+    for bad in (3, 0, True, 2.0):
+        with pytest.raises(UsageError, match=r"downsample must be a whole number dividing the 28x28 images "
+                                             r"\(1, 2, 4, 7, 14, 28\), got "):
+            host.dataset("mnist").load(str(tmp_path), downsample=bad)
+
+
 @pytest.mark.skipif(not FASHION.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
 def test_real_fashion_mnist_from_the_debian_package(host):
     splits = host.dataset("fashion-mnist").load(None)

@@ -62,7 +62,7 @@ def test_submit_files_entries_under_stable_names_and_renders(clean_board):
     assert names == sorted(ENTRIES)
     assert result.stdout.count("submitted ") == 3 and "rendered " in result.stdout
     assert {p.name for p in (root / "tiny").iterdir()} == {"entries", "README.md", "accuracy_energy.png",
-                                                          "energy_breakdown.png"}
+                                                          "energy_breakdown.png", "accuracy_params.png"}
     assert (root / "README.md").is_file()
 
 

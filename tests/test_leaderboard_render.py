@@ -8,21 +8,22 @@ from pathlib import Path
 import pytest
 
 from stxbench.leaderboard.energy_views import BREAKDOWN_PLOT
-from stxbench.leaderboard.render import PLOT, group_rows, plot_data, plot_png, png_plot_data, render
+from stxbench.leaderboard.plots import PARAMS_PLOT, compression_data, plot_png, png_plot_data
+from stxbench.leaderboard.render import PLOT, group_rows, render
 from stxbench.leaderboard.store import Board, entry_name
 from stxbench.record import Record, load_record, write_record
 
 
-def table_rows(markdown: str) -> list[list[str]]:
-    """The body cells of the first markdown table."""
-    text = markdown.splitlines()
-    start = next(i for i, line in enumerate(text) if line.startswith("|"))
-    lines = []
-    for line in text[start:]:
-        if not line.startswith("|"):
-            break
-        lines.append(line)
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+def table_rows(markdown: str, index: int = 0) -> list[list[str]]:
+    """The body cells of the ``index``-th markdown table."""
+    tables, current = [], []
+    for line in markdown.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in tables[index][2:]]
 
 
 def file_entries(root: Path, records: list[Record]) -> Board:
@@ -98,10 +99,12 @@ def test_render_is_stable(tmp_path, tiny_records, cli):
 
 def test_the_plot_carries_its_data(tiny_records, tmp_path):
     rows = group_rows([(entry_name(r), r) for r in tiny_records.values()])
-    data = plot_data("tiny", rows)
-    points = json.loads(data)["points"]
-    assert [p["label"] for p in points] == [row.label for row in rows]
-    assert all(p["pareto"] == row.pareto for p, row in zip(points, rows, strict=True))
+    data = compression_data("tiny", rows, "energy")
+    spec = json.loads(data)
+    # no pruned rows: no curves, the dense rows are points of their own
+    assert spec["panels"] == [] and sorted(p["label"] for p in spec["single"]) == sorted(r.label for r in rows)
+    lif = next(p for p in spec["single"] if p["label"].startswith("lif "))
+    assert lif["x"] == next(r.energy for r in rows if r.neuron == "lif")
     png = plot_png(data)
     assert png.startswith(b"\x89PNG") and png == plot_png(data)
     (tmp_path / "p.png").write_bytes(png)
@@ -124,7 +127,7 @@ def test_render_removes_the_views_of_a_protocol_without_entries(tmp_path, tiny_r
     render(board)
     (board.entries_dir("tiny") / entry_name(tiny_records["plif-s0"])).unlink()
     changed, _ = render(board)
-    assert sorted(p.name for p in changed) == ["README.md", "README.md", PLOT, BREAKDOWN_PLOT]
+    assert sorted(p.name for p in changed) == sorted(["README.md", "README.md", PLOT, PARAMS_PLOT, BREAKDOWN_PLOT])
     assert not (board.root / "tiny" / "README.md").exists()
 
 

@@ -212,3 +212,25 @@ def test_a_plugin_failing_at_run_time_fails_only_its_run(tmp_path, monkeypatch, 
     fine = cli("-p", "boom_plugin", "run", "--pruner", "l1p", "--protocol", str(tiny_protocol),
                "--out", str(tmp_path / "ok"), "--cache-dir", str(tmp_path / "cache"), "-q")
     assert fine.code == 0, fine.stderr
+
+
+def test_a_run_killed_while_fine_tuning_keeps_its_recovery_curve(setup, tmp_path):
+    """The points measured before the kill travel in the checkpoint; the resumed run measures
+    the rest and ends with the record of an uninterrupted run."""
+    root, _, _ = setup
+    protocol = root / "validated.toml"
+    protocol.write_text(TINY_PROTOCOL.format(dense_epochs=2)
+                        .replace("[model]", "[data.validation]\nsamples = 200\ndiagnostic_samples = 20\n\n[model]")
+                        .replace("epochs = 1\n", "epochs = 3\n"))
+    cache = tmp_path / "cache"
+    reference = run_process(root, run_args(protocol, tmp_path / "ref", cache))
+    assert reference.returncode == 0, reference.stderr
+    out = tmp_path / "out"
+    killed = run_process(root, run_args(protocol, out, cache), "finetune:2:KILL")
+    assert killed.returncode == -signal.SIGKILL
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert [p["epoch"] for p in state["done"]["recovery"]["curve"]] == [0, 1, 2]
+    assert run_process(root, run_args(protocol, out, cache)).returncode == 0
+    resumed, whole = load_record(out / "result.json"), load_record(tmp_path / "ref" / "result.json")
+    same_results(resumed, whole)
+    assert resumed.recovery == whole.recovery

@@ -1,4 +1,4 @@
-"""``stxbench leaderboard submit | render | check``."""
+"""``stxbench leaderboard submit | render | check | paired``."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import typer
+from tabulate import tabulate
 
 from stxbench.cli import common
 from stxbench.cli.root import app
 from stxbench.errors import UsageError
+from stxbench.leaderboard import paired
 from stxbench.leaderboard.check import check_board
 from stxbench.leaderboard.render import render
 from stxbench.leaderboard.changed import changed_entries
@@ -23,7 +25,7 @@ from stxbench.provenance import git_commit
 from stxbench.runconfig import resolve_device
 
 leaderboard_app = typer.Typer(
-    help="Submit result records to the leaderboard, render its tables and plots, check it.",
+    help="Submit result records to the leaderboard, render its tables and plots, check it, compare methods.",
     no_args_is_help=True,
 )
 app.add_typer(leaderboard_app, name="leaderboard")
@@ -197,3 +199,39 @@ def check_command(
         common.err_line(f"error: leaderboard check found {len(problems)} problem(s) ({summary})")
         raise typer.Exit(1)
     typer.echo(f"ok: {summary}; rendered files up to date")
+
+
+@leaderboard_app.command("paired")
+def paired_command(
+    protocol: str = typer.Argument(..., metavar="PROTOCOL", help="The board: a protocol folder under --root."),
+    a: list[str] = typer.Option(..., "--a", metavar="SELECTOR",
+        help="What to test (repeatable): a neuron, a backend, or a pruner as NAME or NAME:key=value,..."),
+    b: str = typer.Option(..., "--b", metavar="SELECTOR", help="What to test it against (one configuration)."),
+    by: str | None = typer.Option(None, "--by", metavar="FACTOR",
+        help="neuron, pruner or backend [default: the one that --a and --b name]."),
+    root: Path = typer.Option(DEFAULT_ROOT, "--root", help=ROOT_HELP),
+) -> None:
+    """Paired verdicts on one board: per pruner and level (or per the other factors), a - b by
+    seed in test accuracy and in area under the recovery curve, with 95 % t intervals and
+    Holm-corrected verdicts over every comparison shown."""
+    board = Board(root)
+    if protocol not in board.protocols():
+        raise UsageError(f"no board '{protocol}' under {root}; boards: {', '.join(board.protocols()) or 'none'}")
+    records = [e.record for e in board.entries() if e.folder_protocol == protocol and e.record is not None]
+    if not records:
+        raise UsageError(f"board '{protocol}' holds no entry that loads")
+    factor = by if by is not None else paired.infer_factor(records, a, b)
+    comparisons = paired.compare(records, factor, a, b)
+    if not comparisons:
+        raise UsageError(f"no seed of board '{protocol}' has runs of both {' / '.join(a)} and {b} "
+                         f"with everything else equal: nothing to pair")
+    with_auc = any(c.auc is not None for c in comparisons)
+    typer.echo(f"{protocol}: paired by seed, {factor} {', '.join(dict.fromkeys(c.a for c in comparisons))} "
+               f"against {comparisons[0].b}")
+    headers, rows = paired.table(comparisons, factor, with_auc)
+    typer.echo(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+    for line in paired.notes(comparisons, with_auc):
+        typer.echo(line)
+    note = paired.accuracy_only_note(records)
+    if note:
+        typer.echo(note)

@@ -63,9 +63,16 @@ def summary_table(record: Record, path: Path) -> str:
         k = record.counts
         ops = f"{k.mac:,.0f} MAC / {k.ac:,.0f} AC / {k.ac_int:,.0f} int AC  ({k.subset})"
     dense_time = f"{t.dense_s:.1f} s" if t.dense_s is not None else "cached"
+    rec = record.recovery
+    if rec is not None:
+        curve = " ".join(f"{point.accuracy:.4f}" for point in rec.curve)
+        before = ["validation: dense / by epoch", f"{rec.accuracy_dense:.4f} / {curve}  "
+                  f"({rec.validation_samples} samples; epoch 0 = pruned)"]
+    else:
+        before = ["accuracy dense / pruned", f"{m.accuracy_dense:.4f} / {m.accuracy_pruned:.4f}  (before fine-tuning)"]
     rows = [
         ["accuracy", f"{m.accuracy:.4f}  ({m.correct}/{m.test_samples})"],
-        ["accuracy dense / pruned", f"{m.accuracy_dense:.4f} / {m.accuracy_pruned:.4f}  (before fine-tuning)"],
+        before,
         ["params total / effective", f"{m.params_total:,} / {m.params_effective:,}"],
         ["ST-matrix sparsity", f"{m.sparsity:.4f}"],
         ["firing rate", f"{m.firing_rate:.4f}"],

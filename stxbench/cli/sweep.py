@@ -6,6 +6,11 @@ Every run's record goes to ``<out>/<protocol>/<neuron>-<pruner>-<backend>-s<seed
 (plus a suffix naming the ``--set`` values, if any), so a sweep that stops can be started again
 with the same command: runs whose record exists are skipped, and so are runs that are queued or
 running. Every name and setting is checked before the first run starts.
+
+With ``--grid`` the pruners and their parameters come from the protocol's compression grid
+(``[[grid.<pruner>]]`` tables, `Protocol.grid_cells`), one run per cell, neuron, backend and
+seed, in ``<neuron>-<pruner>-<params>-<backend>-s<seed>`` folders; ``--pruner`` then picks
+pruners of the grid. Runs of one seed share the dense model (the dense cache).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import json
 import os
 import shutil
 import statistics
@@ -44,10 +50,12 @@ from stxbench.executors.local import Outcome, run_local, run_serial, visible_gpu
 from stxbench.executors.plan import Plan, make_plan
 from stxbench.executors.status import in_flight, record_sweep, sweep_lock
 from stxbench.executors.tasks import Task
+from stxbench.host import PluginHost
+from stxbench.leaderboard.store import params_slug
 from stxbench.paths import check_not_in_use
-from stxbench.protocol import DEFAULT_PROTOCOL, load_protocol
+from stxbench.protocol import DEFAULT_PROTOCOL, Protocol, load_protocol
 from stxbench.record import Record, load_record
-from stxbench.runconfig import RunConfig, check_seed, resolve, split_settings
+from stxbench.runconfig import RunConfig, check_grid, check_seed, resolve, split_settings
 from stxbench.runner import RESULT_FILE
 from stxbench.runoptions import RunOptions, folder_parser
 
@@ -118,17 +126,28 @@ def existing_record(cell: Cell) -> Record | None:
     return record
 
 
+def before_finetuning(record: Record) -> float:
+    """Accuracy right after pruning: on the test set, or where the protocol has a validation
+    split (and the test set is touched once, at the end), on the validation split."""
+    if record.recovery is not None:
+        return record.recovery.curve[0].accuracy
+    return record.metrics.accuracy_pruned
+
+
 def summary(records: list[Record]) -> str:
     groups: dict[tuple[str, str, str], list[Record]] = {}
     for r in records:
-        groups.setdefault((r.config.neuron, r.config.pruner, r.config.backend), []).append(r)
+        c = r.config
+        params = ",".join(f"{k}={v}" for k, v in sorted(c.pruner_params.items()))
+        pruner = f"{c.pruner}({params})" if params else c.pruner
+        groups.setdefault((c.neuron, pruner, c.backend), []).append(r)
     rows = []
     for (neuron, pruner, backend), group in groups.items():
         acc = [r.metrics.accuracy for r in group]
         spread = f" ± {statistics.stdev(acc):.4f}" if len(acc) > 1 else ""
         rows.append([
             neuron, pruner, backend, len(group), f"{statistics.mean(acc):.4f}{spread}",
-            f"{statistics.mean(r.metrics.accuracy_pruned for r in group):.4f}",
+            f"{statistics.mean(before_finetuning(r) for r in group):.4f}",
             f"{statistics.mean(r.metrics.params_effective for r in group):,.0f}",
             f"{statistics.mean(r.metrics.sparsity for r in group):.3f}",
             f"{statistics.mean(r.metrics.firing_rate for r in group):.4f}",
@@ -191,6 +210,73 @@ def choose_local(jobs: int | None, options: RunOptions) -> tuple[ExecutorChoice,
     return ExecutorChoice(Executor.local, jobs, tuple(gpus)), options
 
 
+# -- the grid --------------------------------------------------------------------------------
+
+
+def grid_pruners(proto: Protocol, pruners: str | None) -> list[tuple[str, dict]]:
+    """``--grid``: the (pruner, parameters) cells of the protocol's grid, of the pruners named
+    in ``--pruner`` if given (each must be in the grid)."""
+    cells = proto.grid_cells()
+    if not cells:
+        raise UsageError(f"--grid: protocol {proto.name} has no compression grid ([[grid.<pruner>]] tables)")
+    in_grid = list(dict.fromkeys(pruner for pruner, _ in cells))
+    if pruners is None:
+        return cells
+    chosen = split_names("--pruner", pruners)
+    for name in chosen:
+        if name not in in_grid:
+            raise UsageError(f"--pruner {name}: not in the grid of protocol {proto.name} "
+                             f"(its pruners: {', '.join(in_grid)})")
+    return [(pruner, params) for pruner, params in cells if pruner in chosen]
+
+
+def cell_settings(params: dict) -> list[str]:
+    """Grid parameters as ``--set`` items (values in TOML, as ``--set`` reads them)."""
+    return [f"{key}={json.dumps(value)}" for key, value in params.items()]
+
+
+def sweep_cells(host: PluginHost, *, protocol: str, neurons: str, pruners: str | None, backends: str,
+                seeds: str | None, settings: list[str], out: Path, options: RunOptions,
+                grid: bool, job_cpus: int | None = None) -> tuple[Path, list[Cell]]:
+    """Every run of the sweep, resolved and checked (nothing runs yet), and the folder that
+    holds their records."""
+    overrides, pruner_settings = split_settings(settings)
+    proto = load_protocol(protocol, overrides)
+    seed_list = split_seeds(seeds) or proto.seeds
+    if grid:
+        check_grid(host, proto)
+        if pruner_settings:
+            raise UsageError(f"--set {next(iter(pruner_settings))}: with --grid the protocol's grid "
+                             "sets the pruner parameters; only dotted protocol keys may be set")
+        dotted = [s for s in settings if "." in s.partition("=")[0]]
+        pruner_cells = [(pruner, [*cell_settings(params), *dotted],
+                         f"{pruner}-{params_slug(params)}" if params else pruner)
+                        for pruner, params in grid_pruners(proto, pruners)]
+    else:
+        pruners = pruners or "none"
+        names = split_names("--pruner", pruners)
+        for key in pruner_settings:
+            if not any(key in host.pruner(p).Params.model_fields for p in names):
+                raise UsageError(f"--set {key}: none of the pruners {pruners} has a parameter '{key}'")
+        pruner_cells = []
+        for pruner in names:
+            fields = host.pruner(pruner).Params.model_fields
+            given = [s for s in settings if "." in s.partition("=")[0] or s.partition("=")[0].strip() in fields]
+            pruner_cells.append((pruner, given, pruner))
+    folder = out / f"{proto.name}{settings_tag(settings)}"
+    cells: list[Cell] = []
+    for neuron in split_names("--neuron", neurons):
+        for pruner, given, pruner_label in pruner_cells:
+            for backend in split_names("--backend", backends):
+                for seed in seed_list:
+                    label = f"{neuron}-{pruner_label}-{backend}-s{seed}"
+                    config = resolve(host, protocol=protocol, neuron=neuron, pruner=pruner, backend=backend,
+                                     seed=seed, settings=given, out_dir=folder / label, options=options,
+                                     plugins=common.STATE.plugins, job_cpus=job_cpus)
+                    cells.append(Cell(config, label))
+    return folder, cells
+
+
 # -- the command ----------------------------------------------------------------------------
 
 
@@ -200,9 +286,12 @@ def choose_local(jobs: int | None, options: RunOptions) -> tuple[ExecutorChoice,
 def sweep_command(
     ctx: typer.Context,
     neurons: str = typer.Option("lif", "--neuron", "-n", help="Comma-separated neurons, e.g. lif,plif,slif."),
-    pruners: str = typer.Option("none", "--pruner", help="Comma-separated pruners, e.g. none,l1p,dsp."),
+    pruners: str | None = typer.Option(None, "--pruner",
+        help="Comma-separated pruners, e.g. none,l1p,dsp [default: none; with --grid, every pruner of the grid]."),
     backends: str = typer.Option("torch", "--backend", "-b", help="Comma-separated backends."),
     seeds: str | None = typer.Option(None, "--seeds", help="Comma-separated seeds [default: the protocol's seeds]."),
+    grid: bool = typer.Option(False, "--grid",
+        help="Run the protocol's compression grid: every pruner and parameter set its [[grid.<pruner>]] tables list."),
     protocol: ProtocolOption = DEFAULT_PROTOCOL,
     settings: SettingsOption = [],
     out: Path = typer.Option(Path("runs/sweep"), "--out", "-o", parser=folder_parser("--out"),
@@ -224,8 +313,9 @@ def sweep_command(
     options: RunOptions,
     slurm_given: dict[str, Any],
 ) -> None:
-    """Run every neuron x pruner x backend x seed under one protocol; skip finished (and queued
-    or running) runs; print a summary table (mean ± std over seeds)."""
+    """Run every neuron x pruner x backend x seed under one protocol (with --grid: every cell of
+    its compression grid); skip finished (and queued or running) runs; print a summary table
+    (mean ± std over seeds)."""
     if ctx.invoked_subcommand is not None:
         given = [(p.opts or p.secondary_opts)[0] for p in ctx.command.params
                  if getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT") != "DEFAULT"]
@@ -238,7 +328,9 @@ def sweep_command(
     if choice.kind is Executor.slurm and (options.device == "auto" or options.device.startswith("cuda")):
         options = dataclasses.replace(options, device="cpu")  # checked here; resolved on the nodes
     job_cpus = choice.profile.cpus_per_job if choice.kind is Executor.slurm else None
-    cells, folder = make_cells(host, neurons, pruners, backends, seeds, protocol, settings, out, options, job_cpus)
+    folder, cells = sweep_cells(host, protocol=protocol, neurons=neurons, pruners=pruners, backends=backends,
+                                seeds=seeds, settings=settings, out=out, options=options, grid=grid,
+                                job_cpus=job_cpus)
     done = [existing_record(c) for c in cells]  # checked before anything runs
     for cell, record in zip(cells, done):
         if record is None:
@@ -258,31 +350,6 @@ def sweep_command(
             shutil.rmtree(fresh, ignore_errors=True)
         raise
 
-
-def make_cells(host, neurons: str, pruners: str, backends: str, seeds: str | None, protocol: str,
-               settings: list[str], out: Path, options: RunOptions,
-               job_cpus: int | None = None) -> tuple[list[Cell], Path]:
-    """Every run of the grid, resolved (every name and value checked), and the sweep's folder."""
-    grid = [(n, p, b) for n in split_names("--neuron", neurons) for p in split_names("--pruner", pruners)
-            for b in split_names("--backend", backends)]
-    overrides, pruner_settings = split_settings(settings)
-    proto = load_protocol(protocol, overrides)
-    seed_list = split_seeds(seeds) or proto.seeds
-    for key in pruner_settings:
-        if not any(key in host.pruner(p).Params.model_fields for _, p, _ in grid):
-            raise UsageError(f"--set {key}: none of the pruners {pruners} has a parameter '{key}'")
-    folder = out / f"{proto.name}{settings_tag(settings)}"
-    cells: list[Cell] = []
-    for neuron, pruner, backend in grid:
-        fields = host.pruner(pruner).Params.model_fields
-        given = [s for s in settings if "." in s.partition("=")[0] or s.partition("=")[0].strip() in fields]
-        for seed in seed_list:
-            label = f"{neuron}-{pruner}-{backend}-s{seed}"
-            config = resolve(host, protocol=protocol, neuron=neuron, pruner=pruner, backend=backend,
-                             seed=seed, settings=given, out_dir=folder / label, options=options,
-                             plugins=common.STATE.plugins, job_cpus=job_cpus)
-            cells.append(Cell(config, label))
-    return cells, folder
 
 
 def sweep_in(folder: Path, cells: list[Cell], done: list[Record | None], choice: ExecutorChoice,

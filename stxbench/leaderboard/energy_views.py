@@ -148,7 +148,7 @@ def breakdown_png(data: str) -> bytes:
         from matplotlib.figure import Figure
     except ImportError:
         raise UsageError("rendering the plot needs matplotlib: pip install 'stxbench[leaderboard]'") from None
-    from stxbench.leaderboard.render import PLOT_DATA_KEY
+    from stxbench.leaderboard.plots import PLOT_DATA_KEY
 
     spec = json.loads(data)
     bars = spec["bars"]

@@ -64,6 +64,7 @@ class Verifier:
             return [Problem("protocol.name", str(exc))]
         found = self._official(record, protocol)
         found += self._metrics(record)
+        found += self._recovery(record, protocol)
         found += self._names(record, protocol)
         found += self._energy(record, protocol.energy_model, protocol.energy_convention)
         found += self._plugins(record)
@@ -148,6 +149,8 @@ class Verifier:
             found.append(Problem("metrics.accuracy", f"{m.accuracy!r} is not correct/test_samples = "
                                  f"{m.correct}/{m.test_samples} = {m.correct / m.test_samples!r}"))
         for key in ("accuracy_dense", "accuracy_pruned"):
+            if getattr(m, key) is None:  # measured on the validation split instead (`_recovery`)
+                continue
             images = getattr(m, key) * m.test_samples
             if abs(images - round(images)) > 1e-6:
                 found.append(Problem(f"metrics.{key}", f"{getattr(m, key)!r} is not a whole number of the "
@@ -182,6 +185,37 @@ class Verifier:
             if not math.isclose(m.sparsity, sparsity, rel_tol=REL_TOL, abs_tol=1e-12):
                 found.append(Problem("metrics.sparsity", f"{m.sparsity!r} but its matrices give "
                                      f"1 - nonzero/dense = {sparsity!r}"))
+        return found
+
+    def _recovery(self, record: Record, protocol) -> list[Problem]:
+        """A protocol with a validation split measures recovery (and keeps the test set for the
+        end); one without measures test accuracy before fine-tuning instead."""
+        spec, rec, m = protocol.data.validation, record.recovery, record.metrics
+        if spec is None:
+            if rec is not None:
+                return [Problem("recovery", f"protocol {protocol.name} has no validation split, yet the "
+                                "entry carries a recovery curve")]
+            missing = [key for key in ("accuracy_dense", "accuracy_pruned") if getattr(m, key) is None]
+            return [Problem(f"metrics.{key}", "missing: the protocol has no validation split, so the run "
+                            "measures it on the test set") for key in missing]
+        if rec is None:
+            return [Problem("recovery", f"missing: protocol {protocol.name} measures recovery on its "
+                            "validation split")]
+        found = []
+        if rec.validation_samples != spec.samples:
+            found.append(Problem("recovery.validation_samples",
+                                 f"{rec.validation_samples} but the protocol carves {spec.samples}"))
+        if rec.diagnostics.samples != spec.diagnostic_samples:
+            found.append(Problem("recovery.diagnostics.samples",
+                                 f"{rec.diagnostics.samples} but the protocol pins {spec.diagnostic_samples}"))
+        epochs = [point.epoch for point in rec.curve]
+        if epochs != list(range(protocol.finetune.epochs + 1)):
+            found.append(Problem("recovery.curve", f"epochs {epochs}, but the protocol fine-tunes for "
+                                 f"{protocol.finetune.epochs} (a point at 0 and after each epoch)"))
+        counts = [rec.accuracy_dense] + [point.accuracy for point in rec.curve]
+        if not all(_close(a * spec.samples, round(a * spec.samples)) for a in counts):
+            found.append(Problem("recovery.curve", f"an accuracy is not a count of the {spec.samples} "
+                                 "validation samples"))
         return found
 
     def _energy(self, record: Record, protocol_model: str, protocol_convention: str) -> list[Problem]:
