@@ -18,6 +18,8 @@ import torch
 from stxbench_backend_torch import LIFFamilyNeuron, TorchBackend
 from tabulate import tabulate
 
+from stxbench_neuron_lif import LIFFamily
+
 from stxbench import parity
 from stxbench.api import SURROGATE_DEFAULT_ALPHA, Surrogate
 from stxbench.host import PluginHost
@@ -27,9 +29,14 @@ def compare(spec, surrogate, site, shape, kind, setting, seed, device) -> dict:
     generator = torch.Generator().manual_seed(seed)
     plain = LIFFamilyNeuron(spec, site, surrogate)
     kernel = TorchBackend().make_neuron(spec, site, surrogate)
-    by_meaning = [parity.parameters_by_meaning(m) for m in (plain, kernel)]
-    if setting == "trained":
-        parity._set_trained_values(by_meaning[0], by_meaning[1], site, generator)
+    family = LIFFamily()
+    by_meaning = [parity.parameters_by_meaning(m, family.meanings) for m in (plain, kernel)]
+    if setting == "trained":  # the same random values on both, by meaning (as stxbench.parity does)
+        with torch.no_grad():
+            for meaning, p in by_meaning[0].items():
+                value = family.parity_value(meaning, p.detach().clone(), site, generator)
+                p.copy_(value)
+                by_meaning[1][meaning].copy_(value)
     x = parity.make_input(kind, shape, generator).to(device)
     weights = torch.randn(shape, generator=generator).to(device)
     results = []
@@ -39,7 +46,7 @@ def compare(spec, surrogate, site, shape, kind, setting, seed, device) -> dict:
         spikes = module(xin)
         (spikes * weights).sum().backward()
         results.append((spikes.detach(), module.v_seq.detach(), xin.grad,
-                        {m: p.grad for m, p in parity.parameters_by_meaning(module).items()}))
+                        {m: p.grad for m, p in parity.parameters_by_meaning(module, family.meanings).items()}))
     (s0, v0, g0, p0), (s1, v1, g1, p1) = results
     return {
         "spikes": int((s0 != s1).sum()),

@@ -44,6 +44,7 @@ from stxbench.datasets import (
 )
 from stxbench.errors import RunFailed, UsageError
 from stxbench.hookspecs import hookimpl
+from stxbench.kernel_cache import kernel_cache_for_this_cpu
 from stxbench.lif import LIFParams
 from stxbench.models.base import HiddenLayer, ModelFamily, NeuronSlot, SpikingModel
 from stxbench.neuron_families import NeuronFamily, NeuronParams, spike
@@ -53,6 +54,8 @@ from stxbench.pruners import Pruner, PrunerParams
 __all__ = [
     # hooks
     "hookimpl",
+    # compiled kernels (inductor's cache, apart per CPU capability)
+    "kernel_cache_for_this_cpu",
     # errors
     "RunFailed",
     "UsageError",

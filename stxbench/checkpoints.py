@@ -127,7 +127,9 @@ def dense_cached(path: Path) -> bool:
     """Whether the cache holds an intact dense model at ``path`` (present, matching its sha256):
     what a sweep asks before it plans a job to train it."""
     digest = _digest_path(path)
-    return path.exists() and digest.exists() and sha256_file(path) == digest.read_text().strip()
+    if not (path.exists() and digest.exists()):
+        return False
+    return hashlib.sha256(path.read_bytes()).hexdigest() == digest.read_text().strip()
 
 
 @contextlib.contextmanager

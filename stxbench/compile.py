@@ -54,6 +54,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from stxbench.api import DataSplits
 from stxbench.errors import one_line
+from stxbench.kernel_cache import LEAF, kernel_cache_for_this_cpu
 from stxbench.models.base import SpikingModel
 from stxbench.record import CompileInfo
 from stxbench.training import dataset_head
@@ -71,13 +72,16 @@ _cache_dir_we_set: str | None = None
 
 
 def use_cache_dir(stxbench_cache: Path) -> str:
-    """Point inductor's kernel cache under the stxbench cache, unless the user chose one."""
+    """Point inductor's kernel cache under the stxbench cache, unless the user chose one; apart
+    for each CPU capability (`stxbench.kernel_cache`)."""
     global _cache_dir_we_set
     current = os.environ.get(CACHE_ENV)
+    if current is not None and Path(current).name.startswith(LEAF):
+        current = str(Path(current).parent)
     if current is None or current == _cache_dir_we_set:
         current = _cache_dir_we_set = str((Path(stxbench_cache) / "inductor").absolute())
-        os.environ[CACHE_ENV] = current
-    return current
+    os.environ[CACHE_ENV] = current
+    return kernel_cache_for_this_cpu()
 
 
 def compile_errors() -> tuple[type[BaseException], ...]:
@@ -143,6 +147,7 @@ class CompiledForward:
         self.eager = eager
         self.compiler = compiler
         self.name = name
+        kernel_cache_for_this_cpu()  # inductor's cache key misses the CPU pin's ISA
         self.compiled = torch.compile(eager)
         self.errors = compile_errors()
 

@@ -5,7 +5,7 @@ import importlib
 import importlib.util
 
 import pytest
-from plain_loop_backend import PlainLoopBackend  # noqa: F401  (re-exported for the tests)
+from plain_loop_backend import PLAIN_LOOP, PlainLoopBackend  # noqa: F401  (re-exported for the tests)
 
 from stxbench.api import NeuronSpec
 from stxbench_neuron_lif import LIF

@@ -3,7 +3,9 @@ own, for tests that compare the fused kernel with it or that need neurons which 
 themselves. A plugin: ``stxbench -p plain_loop_backend run --backend torch-loop``."""
 
 from stxbench_backend_torch import LIFFamilyNeuron, TorchBackend
+from stxbench_neuron_lif import LIFFamily
 
+from stxbench.api import lif
 from stxbench.hookspecs import hookimpl
 
 
@@ -19,3 +21,18 @@ class PlainLoopBackend(TorchBackend):
 @hookimpl
 def stxbench_add_backends():
     return [PlainLoopBackend()]
+
+
+class PlainLoopFamily(LIFFamily):
+    """The lif family with the torch backend's plain loop as its reference: what `stxbench.parity`
+    holds the fused kernel to (the kernel must equal the loop it replaces bit for bit)."""
+
+    Reference = LIFFamilyNeuron
+
+    def ties(self, module, spec, site):
+        if module.v_seq is None:
+            return None
+        return int((module.v_seq == lif.threshold(module, spec, site)).sum())
+
+
+PLAIN_LOOP = PlainLoopFamily()

@@ -236,10 +236,11 @@ def test_a_backend_may_compile_its_neurons_by_default(backend, flag, compiled, t
     """spikingjelly compiles on a CPU unless --no-compile; on CUDA it has kernels of its own. The
     torch backend's kernel compiles itself, so the run compiles nothing more for it."""
     from stxbench.runconfig import resolve
+    from stxbench.runoptions import RunOptions
 
     host = PluginHost()
-    config = resolve(host, neuron="slif", pruner="dsp", backend=backend, seed=None, settings=[], device="cpu",
-                     out_dir=tmp_path, cache_dir=tmp_path, compile=flag)
+    config = resolve(host, neuron="slif", pruner="dsp", backend=backend, seed=None, settings=[], out_dir=tmp_path,
+                     options=RunOptions(device="cpu", cache_dir=tmp_path, compile=flag))
     assert config.compile is compiled
     assert host.backend(backend).compile_by_default("cuda") is False
 

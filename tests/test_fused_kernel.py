@@ -15,7 +15,7 @@ import json
 import pytest
 import stxbench_backend_torch.fused as fused
 import torch
-from backends_util import NEURONS, PlainLoopBackend
+from backends_util import NEURONS, PLAIN_LOOP, PlainLoopBackend
 from conftest import TINY_PROTOCOL
 from stxbench_backend_torch import LIFFamilyNeuron, TorchBackend
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -48,14 +48,14 @@ def test_kernel_bodies_replay_autograd_exactly(spec, surrogate):
     """Parity's inputs (ties at the threshold, a tail far below it, trained per-channel values,
     tokens and feature maps) through the kernel's own forward and backward, run eagerly."""
     with torch.compiler.set_stance("force_eager"):
-        row = parity.check(PlainLoopBackend(), TorchBackend(), spec, Surrogate(surrogate))
+        row = parity.check(PLAIN_LOOP, TorchBackend(), spec, Surrogate(surrogate))
     assert row.ties > 0
     assert exact(row), row
 
 
 @pytest.mark.parametrize("spec", NEURONS, ids=lambda s: s.name)
 def test_compiled_kernel_equals_the_plain_loop(spec):
-    row = parity.check(PlainLoopBackend(), TorchBackend(), spec, Surrogate("atan"))
+    row = parity.check(PLAIN_LOOP, TorchBackend(), spec, Surrogate("atan"))
     assert exact(row), row
     assert fused.fallback is None
 
@@ -63,7 +63,7 @@ def test_compiled_kernel_equals_the_plain_loop(spec):
 @pytest.mark.parametrize("surrogate", ["superspike", "sigmoid"])
 def test_compiled_surrogates_on_per_channel_neurons(surrogate, monkeypatch):
     monkeypatch.setattr(parity, "SITES", parity.SITES[:1])  # tokens: one graph per direction
-    row = parity.check(PlainLoopBackend(), TorchBackend(), SLIF, Surrogate(surrogate))
+    row = parity.check(PLAIN_LOOP, TorchBackend(), SLIF, Surrogate(surrogate))
     if surrogate == "superspike":
         assert exact(row), row
     else:

@@ -75,12 +75,19 @@ def board(tmp_path, base):
     return file_entries(tmp_path / "lb", records)
 
 
+def energy_tables(markdown: str) -> int:
+    """How many tables the energy views put between the main table and the curves."""
+    head = markdown.split("## Accuracy-compression curves")[0] if "## Accuracy-compression curves" in markdown else markdown
+    return sum(1 for a, b in zip([""] + head.splitlines(), head.splitlines()) if b.startswith("|") and not a.startswith("|")) - 1
+
+
 def test_a_board_with_recovery_curves_renders_them(board, cli):
     assert cli("leaderboard", "render", "--root", str(board.root)).code == 0
     folder = board.root / "tiny"
-    assert {p.name for p in folder.iterdir()} == {"README.md", "entries", ENERGY_PLOT, PARAMS_PLOT, RECOVERY_PLOT}
+    assert {p.name for p in folder.iterdir()} == {"README.md", "entries", ENERGY_PLOT, PARAMS_PLOT, RECOVERY_PLOT,
+                                                 "energy_breakdown.png"}
     text = (folder / "README.md").read_text()
-    recovery = {r[0]: r for r in table_rows(text, 2)}
+    recovery = {r[0]: r for r in table_rows(text, energy_tables(text) + 2)}
     # AURC of lif: seed 0 (0.6 + 0.75) / 2 = 0.675, seed 1 (0.55 + 0.75) / 2 = 0.65
     assert recovery["lif / l1p (sparsity=0.9) / torch"][1:6] == [
         "2", "90.00", "45.00", "80.00", f"66.25 ± {100 * math.sqrt(0.0125 ** 2 * 2):.2f}"]
@@ -92,7 +99,7 @@ def test_a_board_with_recovery_curves_renders_them(board, cli):
     assert lif["band"] == pytest.approx([T975_DF1 * 5, 0.0, 0.0])  # sd 5 sqrt(2), over sqrt(2)
     assert panel["dense"] == pytest.approx(90.0)
     # verdicts of sLIF against LIF: accuracy +2 points at both seeds (sd 0), AURC +5 and +7.5
-    verdicts = {(r[0], r[1]): r for r in table_rows(text, 3)}
+    verdicts = {(r[0], r[1]): r for r in table_rows(text, energy_tables(text) + 3)}
     row = verdicts[("slif - lif", "l1p (sparsity=0.9)")]
     assert row[3:6] == ["2", "+2.00 ± 0.00", "0.000"] and row[6] == "a better"
     aurc_sd = math.sqrt(((5 - 6.25) ** 2 + (7.5 - 6.25) ** 2) / 1)

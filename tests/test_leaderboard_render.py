@@ -59,8 +59,8 @@ def test_rows_sort_by_accuracy_then_energy_and_mark_the_pareto_front(tiny_record
 def test_the_table_shows_mean_and_std_over_seeds(tmp_path, tiny_records, cli):
     board = file_entries(tmp_path / "lb", list(tiny_records.values()))
     result = cli("leaderboard", "render", "--root", str(board.root))
-    # index, README, accuracy-vs-energy plot, energy breakdown plot
-    assert result.code == 0 and result.stdout == f"rendered {board.root}: 4 file(s) changed\n"
+    # index, README, accuracy-vs-energy, accuracy-vs-parameters and energy breakdown plots
+    assert result.code == 0 and result.stdout == f"rendered {board.root}: 5 file(s) changed\n"
     s0, s1 = tiny_records["lif-s0"], tiny_records["lif-s1"]
     assert s1.metrics.correct == s0.metrics.correct + 18  # 5 points apart: std = 5 / sqrt(2)
     mean = 100 * (2 * s0.metrics.correct + 18) / 720
@@ -87,7 +87,7 @@ def test_the_table_shows_mean_and_std_over_seeds(tmp_path, tiny_records, cli):
 def test_render_is_stable(tmp_path, tiny_records, cli):
     board = file_entries(tmp_path / "lb", list(tiny_records.values()))
     changed, _ = render(board)
-    assert len(changed) == 4
+    assert len(changed) == 5  # index, README and three plots
     files = sorted(p for p in board.root.rglob("*") if p.is_file())
     before = {p: p.read_bytes() for p in files}
     assert render(board)[0] == []  # nothing to do

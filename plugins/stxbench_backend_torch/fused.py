@@ -50,7 +50,7 @@ from torch.autograd.function import once_differentiable
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 
-from stxbench.api import NeuronSite, NeuronSpec, Surrogate, lif
+from stxbench.api import NeuronSite, NeuronSpec, Surrogate, kernel_cache_for_this_cpu, lif
 from stxbench_backend_torch import LIFFamilyNeuron
 
 #: why this process runs the plain loop instead of the kernel; None while the kernel works
@@ -148,6 +148,7 @@ def _compiled_body(kernel: Kernel, part: str, make: Callable[[], Callable]) -> C
         name = kernel.name(part)
         code = body.__code__.replace(co_name=name)
         body = types.FunctionType(code, body.__globals__, name, body.__defaults__, body.__closure__)
+        kernel_cache_for_this_cpu()  # inductor's cache key misses the CPU pin's ISA
         fn = _compiled[(kernel, part)] = torch.compile(body)
     return fn
 
