@@ -4,18 +4,14 @@ fine-tuning -> evaluation -> record."""
 from __future__ import annotations
 
 import contextlib
-import platform
 import sys
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 
-import stxbench
 from stxbench import cpu_pin, metrics
 from stxbench.api import Backend, DataSplits, NeuronSpec, Surrogate
 from stxbench.augment import stage_augmentation
@@ -33,8 +29,7 @@ from stxbench.checkpoints import (
 from stxbench.compile import NeuronCompiler, compile_neurons, first_batch, use_cache_dir
 from stxbench.counting import count_test_head
 from stxbench.data import carve_validation, load_splits
-from stxbench.energy import all_estimates, cost_model, energy_of
-from stxbench.errors import RunFailed, RunInterrupted, UsageError, one_line
+from stxbench.errors import UsageError
 from stxbench.execution import (
     Execution,
     barrier,
@@ -42,34 +37,20 @@ from stxbench.execution import (
     broadcast_state,
     check_distributed,
     configure_cuda,
-    cudnn_settings,
     process_device,
     process_group,
     resolve_workers,
 )
 from stxbench.host import PluginHost
-from stxbench.models.base import NeuronOutputError, SpikingModel
+from stxbench.failures import failures_explained
+from stxbench.models.base import SpikingModel
 from stxbench.paths import run_lock
 from stxbench.protocol import StageSection
-from stxbench.numerics import dense_bits, run_numerics, used_components
-from stxbench.provenance import device_name, git_commit, now_utc
+from stxbench.numerics import dense_bits, run_numerics
 from stxbench.recovery import RecoveryProbe
-from stxbench.record import (
-    ConfigInfo,
-    Counts,
-    CpuNumerics,
-    ExecutionInfo,
-    Metrics,
-    NeuronInfo,
-    Provenance,
-    ProtocolInfo,
-    Record,
-    Recovery,
-    Timing,
-    write_record,
-)
+from stxbench.record import Counts, Record, write_record
+from stxbench.run_record import Outcome, make_record
 from stxbench.runconfig import RunConfig
-from stxbench.signals import SignalInterrupt
 from stxbench.training import (
     EvalResult,
     NullReporter,
@@ -320,71 +301,6 @@ def execute_dense(
         return seconds, dense_cache_path(run)
 
 
-@contextlib.contextmanager
-def failures_explained(config: RunConfig, host: PluginHost, last: list[str]) -> Iterator[None]:
-    """Ctrl-C, SIGTERM and CUDA out-of-memory as `RunInterrupted` (the last checkpoint named),
-    whatever plugin code raises (``sys.exit()`` included) as `RunFailed` naming the plugin, a
-    neuron module breaking the neuron contract blamed on its plugin; a bug in stxbench itself
-    keeps its traceback."""
-    try:
-        yield
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (`stxbench.signals`), or plugin code
-        stop = exc if isinstance(exc, SignalInterrupt) else SignalInterrupt()
-        raise RunInterrupted(stop.reason, config.out_dir, last[0] if last else None,
-                             exit_code=stop.exit_code) from None
-    except torch.cuda.OutOfMemoryError:
-        raise RunInterrupted(
-            f"CUDA out of memory (train batch {config.protocol.train.batch_size}, fine-tune batch "
-            f"{config.protocol.finetune.batch_size}): free the GPU or lower the batch size "
-            "(--set train.batch_size=..., which makes the run unofficial)",
-            config.out_dir, last[0] if last else None, exit_code=1,
-        ) from None
-    except NeuronOutputError as exc:  # blamed on the plugin whose file holds the module
-        owner = (exc.source and host.owner(exc.source)) or host.get("backend", config.backend)
-        raise RunFailed(f"{owner.kind} '{owner.name}' (plugin '{owner.plugin}'): {exc}") from None
-    except (UsageError, RunFailed):
-        raise
-    except BaseException as exc:  # sys.exit() and other BaseExceptions of plugin code included
-        culprit = host.blame(exc)
-        if culprit is not None:
-            raise RunFailed(culprit) from None
-        if isinstance(exc, SystemExit) and _raised_by("submitit", exc):
-            raise  # SLURM's time limit: submitit requeued the job and exits (stxbench.executors)
-        if not isinstance(exc, Exception):  # whoever raised it, a run does not end with exit code 0
-            raise RunFailed(f"the run was stopped by {one_line(exc)}{_where(exc)}") from None
-        if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
-            raise RunFailed(f"out of memory: {one_line(exc)[:200]}; lower the batch size or the model "
-                            "size (--set ..., which makes the run unofficial)") from None
-        raise  # a bug in stxbench itself: keep the traceback
-
-
-def _raised_by(package: str, exc: BaseException) -> bool:
-    frames = traceback.extract_tb(exc.__traceback__)
-    return bool(frames) and f"/{package}/" in frames[-1].filename.replace("\\", "/")
-
-
-def _where(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    return f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
-
-
-@dataclass
-class Outcome:
-    """What the stages measured, filled in as they run; the record is made of it."""
-
-    params_total: int
-    shapes: dict[str, tuple[int, int]]  # every ST matrix's dense (out, in), before pruning
-    dense_s: float | None = None  # None: the dense model came from the cache
-    checkpoint_sha256: str | None = None  # of the dense checkpoint as loaded or written
-    accuracy_dense: float | None = None
-    accuracy_pruned: float | None = None
-    finetune_s: float = 0.0
-    final: EvalResult | None = None
-    rates: metrics.FiringRates | None = None
-    counts: Counts | None = None
-    recovery: Recovery | None = None
-
-
 def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter: Reporter,
              warn: Callable[[str], None], last_checkpoint: list[str]) -> Record | None:
     run = start_run(config, host, execution, reporter, warn, last_checkpoint)
@@ -467,86 +383,10 @@ def count_ops(run: Run, model: SpikingModel) -> Counts | None:
     return count_test_head(model, run.splits, ev.batch_size, ev.count_samples, run.device, run.execution)
 
 
-def make_record(run: Run, model: SpikingModel, outcome: Outcome, compiler: NeuronCompiler | None) -> Record:
-    config, proto = run.config, run.config.protocol
-    final, counts = outcome.final, outcome.counts
-    stats = metrics.matrix_stats(model, outcome.shapes)
-    try:
-        return Record(
-            protocol=ProtocolInfo(
-                name=proto.name, sha256=config.protocol_sha256, official=config.official,
-                overrides=config.overrides,
-            ),
-            config=ConfigInfo(
-                neuron=config.neuron, pruner=config.pruner, pruner_params=config.pruner_params,
-                backend=config.backend, seed=config.seed, dataset=proto.data.dataset,
-                model=proto.model.name, T=proto.model.T, base_neuron=proto.model.base_neuron,
-                surrogate=config.surrogate.name, surrogate_alpha=config.surrogate.alpha,
-                neurons=neuron_infos(run),
-            ),
-            metrics=Metrics(
-                accuracy=final.accuracy, accuracy_dense=outcome.accuracy_dense,
-                accuracy_pruned=outcome.accuracy_pruned, correct=final.correct, test_samples=final.samples,
-                params_total=outcome.params_total, params_effective=metrics.params_effective(model, stats),
-                sparsity=metrics.st_sparsity(stats), firing_rate=outcome.rates.overall(),
-                firing_rates=outcome.rates.per_layer(), matrices=stats,
-            ),
-            counts=counts,
-            energy=energy_of(counts, cost_model(proto.energy_model), proto.energy_convention) if counts else None,
-            energies=all_estimates(counts) if counts else None,
-            timing=Timing(
-                dense_s=outcome.dense_s, finetune_s=outcome.finetune_s, eval_s=final.seconds,
-                samples_per_s=final.samples / final.seconds if final.seconds > 0 else float(final.samples),
-                validation_s=run.done.get("validation_s") if outcome.recovery else None,
-            ),
-            provenance=provenance(run, outcome.checkpoint_sha256, compiler),
-            recovery=outcome.recovery,
-        )
-    except ValidationError as exc:  # a NaN or infinite metric: never written as a number
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise RunFailed(f"the run's results are not a valid record: {where}: {first['msg']} "
-                        f"(input {first.get('input')!r})") from None
-
-
 def write_result(run: Run, record: Record) -> None:
     """Write the record; it replaces the run checkpoint as the run's result."""
     write_record(record, run.config.out_dir / RESULT_FILE)
     remove_run_checkpoint(run.config)
     run.notify("stxbench_run_end", record=record)
 
-
-def provenance(run: Run, checkpoint_sha256: str, compiler: NeuronCompiler | None) -> Provenance:
-    execution, backend = run.execution, run.backend
-    return Provenance(
-        stxbench=stxbench.__version__,
-        python=platform.python_version(),
-        torch=torch.__version__,
-        libraries={backend.library: backend.library_version()} if backend.library else {},
-        platform=platform.platform(),
-        device=device_name(run.device),
-        threads=torch.get_num_threads(),
-        cpu_numerics=CpuNumerics(pin=run.config.protocol.cpu_pin, **cpu_pin.current())
-        if run.device.type == "cpu" else None,
-        execution=ExecutionInfo(
-            precision=execution.precision, world_size=execution.world_size,
-            dist_backend=torch.distributed.get_backend() if execution.distributed else None,
-            data_workers=execution.workers, pin_memory=execution.pin_memory,
-            cudnn=cudnn_settings(run.device),
-            compile=compiler.info() if compiler else None,
-        ),
-        git_commit=git_commit(),
-        plugin_sha256=run.host.plugin_sha256(used_components(run.config, run.host)),
-        checkpoint_sha256=checkpoint_sha256,
-        created=now_utc(),
-    )
-
-
-def neuron_infos(run: Run) -> dict[str, NeuronInfo]:
-    """The base and fine-tuned neurons' families, and how the backend ran each."""
-    infos = {}
-    for name in (run.config.protocol.model.base_neuron, run.config.neuron):
-        impl = run.host.implementation(run.host.neuron(name), run.backend, run.surrogate)
-        infos[name] = NeuronInfo(family=impl.spec.family, implementation=impl.kind)
-    return infos
 

@@ -70,7 +70,7 @@ def test_sweep_refuses_a_folder_holding_another_configuration(cli, tiny_protocol
 
 
 def test_settings_give_the_sweep_folder_a_stable_suffix():
-    from stxbench.cli.sweep import settings_tag
+    from stxbench.cli.sweep_cells import settings_tag
 
     assert settings_tag([]) == ""
     tag = settings_tag(["train.epochs=3", "sparsity=0.9"])
