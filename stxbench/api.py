@@ -42,9 +42,9 @@ from stxbench.datasets import (
     require_files,
     scaled,
 )
-from stxbench.errors import RunFailed, UsageError
+from stxbench.errors import RunFailed, UsageError, one_line
 from stxbench.hookspecs import hookimpl
-from stxbench.kernel_cache import kernel_cache_for_this_cpu
+from stxbench.kernel_cache import compile_errors, kernel_cache_for_this_cpu
 from stxbench.lif import LIFParams
 from stxbench.models.base import HiddenLayer, ModelFamily, NeuronSlot, SpikingModel
 from stxbench.neuron_families import NeuronFamily, NeuronParams, spike
@@ -55,10 +55,12 @@ __all__ = [
     # hooks
     "hookimpl",
     # compiled kernels (inductor's cache, apart per CPU capability)
+    "compile_errors",
     "kernel_cache_for_this_cpu",
     # errors
     "RunFailed",
     "UsageError",
+    "one_line",
     # neurons and backends
     "SURROGATE_DEFAULT_ALPHA",
     "Backend",

@@ -54,7 +54,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from stxbench.api import DataSplits
 from stxbench.errors import one_line
-from stxbench.kernel_cache import LEAF, kernel_cache_for_this_cpu
+from stxbench.kernel_cache import LEAF, compile_errors, kernel_cache_for_this_cpu
 from stxbench.models.base import SpikingModel
 from stxbench.record import CompileInfo
 from stxbench.training import dataset_head
@@ -82,15 +82,6 @@ def use_cache_dir(stxbench_cache: Path) -> str:
         current = _cache_dir_we_set = str((Path(stxbench_cache) / "inductor").absolute())
     os.environ[CACHE_ENV] = current
     return kernel_cache_for_this_cpu()
-
-
-def compile_errors() -> tuple[type[BaseException], ...]:
-    """What a failure to compile raises (imported late: torch._dynamo takes a second to import,
-    which every CLI command would pay)."""
-    from torch._dynamo import exc as dynamo_exc
-    from torch._inductor.exc import InductorError
-
-    return dynamo_exc.TorchDynamoException, dynamo_exc.FailOnRecompileLimitHit, InductorError
 
 
 def _graphs_compiled() -> int:

@@ -1,4 +1,5 @@
-"""Where inductor keeps the kernels it compiles: apart for each CPU capability a process runs.
+"""Compiled kernels: where inductor keeps them (apart for each CPU capability a process runs),
+and what a failure to compile raises.
 
 torch 2.13's inductor picks its vector ISA from ``ATEN_CPU_CAPABILITY`` (the CPU pin sets it to
 ``avx2``, `stxbench.cpu_pin`) but leaves it out of its cache key: a kernel compiled by an unpinned
@@ -28,3 +29,12 @@ def kernel_cache_for_this_cpu() -> str:
     wanted = str(folder / f"{LEAF}{capability}" if capability else folder)
     os.environ[CACHE_ENV] = wanted
     return wanted
+
+
+def compile_errors() -> tuple[type[BaseException], ...]:
+    """What a failure to compile raises (imported late: torch._dynamo takes a second to import,
+    which every CLI command would pay)."""
+    from torch._dynamo import exc as dynamo_exc
+    from torch._inductor.exc import InductorError
+
+    return dynamo_exc.TorchDynamoException, dynamo_exc.FailOnRecompileLimitHit, InductorError

@@ -50,7 +50,7 @@ from torch.autograd.function import once_differentiable
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 
-from stxbench.api import NeuronSite, NeuronSpec, Surrogate, kernel_cache_for_this_cpu, lif
+from stxbench.api import NeuronSite, NeuronSpec, Surrogate, compile_errors, kernel_cache_for_this_cpu, lif, one_line
 from stxbench_backend_torch import LIFFamilyNeuron
 
 #: why this process runs the plain loop instead of the kernel; None while the kernel works
@@ -216,8 +216,6 @@ class _FusedLIF(torch.autograd.Function):
 
 
 def _compile_errors() -> tuple[type[BaseException], ...]:
-    from stxbench.compile import compile_errors
-
     return compile_errors()
 
 
@@ -225,8 +223,6 @@ def _give_up(exc: BaseException) -> None:
     """Run the plain loop from now on, in this process; say so once."""
     global fallback
     if fallback is None:
-        from stxbench.errors import one_line
-
         fallback = one_line(exc).split(" Set TORCHDYNAMO_VERBOSE")[0][:300]
         print(f"warning: torch backend: the fused neuron kernel did not compile ({fallback}); running the "
               "plain loop from here (same results, slower)", file=sys.stderr)
