@@ -42,6 +42,11 @@ def test_neuron_example(tmp_path, monkeypatch, tiny_protocol, cli):
     assert listed.code == 0
     assert re.search(r"^clif\s+LIF with a learnable decay per channel.*\slif\s+stxbench_clif", listed.stdout, re.M)
 
+    parity = cli("-p", module, "parity", "-n", "clif", "-b", "torch")  # as the page says to run it
+    assert parity.code == 0, parity.stdout + parity.stderr
+    rows = [line.split() for line in parity.stdout.splitlines() if line.startswith("clif ")]
+    assert len(rows) == 3 and all(r[3] == "0" and r[-1] == "PASS" for r in rows)
+
     params = {}
     for neuron in ("lif", "clif", "slif"):  # one dense model (cached), three fine-tuned neurons
         (tmp_path / neuron).mkdir()
