@@ -20,7 +20,7 @@ activation) is described, for the samples whose operands are of the same kinds, 
 `stxbench.conventions` turns these into MACs and ACs under a named rule; `stxbench_kind` is
 this project's own rule (id ``stxbench-ops-v1``).
 
-**Which sample an entry belongs to.** Tensors are time-first (``[T, B, ...]``, DESIGN.md)
+**Which sample an entry belongs to.** Tensors are time-first (``[T, B, ...]``, docs/methods.md)
 and reach the ops flattened: a Linear sees ``[T*B*N, C]``, attention ``[T*B*H, N, d]``, a
 convolution ``[T*B, C, H, W]``, the head ``[B, C]``. The leading index ``i`` of an activation
 of ``L`` entries belongs to sample ``(i // inner) % B`` with ``inner = L / (T*B)`` when ``T*B``

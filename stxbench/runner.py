@@ -1,4 +1,4 @@
-"""One run, in the stages of DESIGN.md: dense training (cached) -> pruning -> neuron swap and
+"""One run, in the stages of docs/methods.md: dense training (cached) -> pruning -> neuron swap and
 fine-tuning -> evaluation -> record."""
 
 from __future__ import annotations

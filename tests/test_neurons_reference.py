@@ -1,5 +1,5 @@
 """The lif family's reference, and the torch backend's native lif, against hand-computed
-dynamics (DESIGN.md's equations)."""
+dynamics (docs/methods.md's equations)."""
 
 import math
 

@@ -1,7 +1,7 @@
 """`stxbench.api` is the only stxbench module a plugin imports, and it imports no cycle.
 
-Every first-party plugin (``plugins/``), every example plugin (``examples/``) and the README's
-plugin example are parsed; any other import from stxbench fails the test, naming file:line.
+Every first-party plugin (``plugins/``), every example plugin (``examples/``) and every plugin
+example in the README and the documentation (``docs/**/*.md``) are parsed; any other import from stxbench fails the test, naming file:line.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import stxbench.api
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_DIRS = [ROOT / "plugins", ROOT / "examples"]
-README = ROOT / "README.md"
+#: markdown files whose python blocks holding hook implementations are plugin examples
+DOC_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 #: The modules `stxbench.api` re-exports from; none of them may import `stxbench.api`.
 LOWER_MODULES = ["stxbench.errors", "stxbench.hookspecs", "stxbench.neurons", "stxbench.lif",
@@ -55,9 +56,15 @@ def first_party_plugins() -> list[str]:
     return sorted(entry_points.values())
 
 
-def readme_plugin_blocks() -> list[str]:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    return [b for b in blocks if "hookimpl" in b]
+def doc_plugin_blocks() -> list[tuple[str, str]]:
+    """(``page python block N``, source) of every python block of the README and docs/ that
+    implements a hook."""
+    found = []
+    for page in DOC_PAGES:
+        blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+        found += [(f"{page.relative_to(ROOT)} python block {index + 1}", block)
+                  for index, block in enumerate(blocks) if "hookimpl" in block]
+    return found
 
 
 def test_plugins_import_nothing_from_stxbench_but_api():
@@ -66,8 +73,10 @@ def test_plugins_import_nothing_from_stxbench_but_api():
     assert set(first_party_plugins()) <= scanned  # every registered first-party plugin is read
     found = [line for path in files
              for line in forbidden_imports(path.read_text(), str(path.relative_to(ROOT)))]
-    for index, block in enumerate(readme_plugin_blocks()):
-        found += forbidden_imports(block, f"README.md python block {index + 1}")
+    blocks = doc_plugin_blocks()
+    assert len(blocks) >= 6  # the plugin guides' worked examples and the observer
+    for where, block in blocks:
+        found += forbidden_imports(block, where)
     assert not found, "\n".join(found)
 
 

@@ -1,23 +1,17 @@
-"""The README's third-party plugin example, extracted verbatim and run as a user would."""
+"""The random-pruning plugin example (docs/plugins/pruner.md, once the README's) and the
+observer example (docs/plugins/index.md), extracted verbatim and run as a user would."""
 
-import re
 import textwrap
-from pathlib import Path
+
+from docs_examples import write_example
 
 from stxbench.record import load_record
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def readme_plugin_source() -> str:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    (source,) = [b for b in blocks if b.startswith("# stxbench_random.py")]
-    return source
-
 
 def test_readme_plugin_loads_with_p_and_runs(tmp_path, monkeypatch, tiny_protocol, cli):
-    (tmp_path / "stxbench_random.py").write_text(readme_plugin_source())
-    monkeypatch.chdir(tmp_path)  # as in the README: run from the folder holding the file
+    module = write_example("pruner", tmp_path)
+    assert module == "stxbench_random"
+    monkeypatch.chdir(tmp_path)  # as in the docs: run from the folder holding the file
     listed = cli("-p", "stxbench_random", "list", "pruners")
     assert listed.code == 0 and "random" in listed.stdout and "sparsity=0.5" in listed.stdout
 
@@ -39,24 +33,6 @@ def test_readme_plugin_loads_with_p_and_runs(tmp_path, monkeypatch, tiny_protoco
     assert bad.stderr == "error: pruner 'random': sparsity=1.5: Input should be less than 1\n"
 
 
-OBSERVER = """
-from stxbench.api import hookimpl
-
-EVENTS = []
-
-@hookimpl
-def stxbench_run_start(config):
-    EVENTS.append(("start", config.neuron))
-
-@hookimpl
-def stxbench_epoch_end(stage, epoch, metrics):
-    EVENTS.append((stage, epoch, sorted(metrics)))
-
-@hookimpl
-def stxbench_run_end(record):
-    EVENTS.append(("end", record.metrics.accuracy))
-"""
-
 BROKEN_OBSERVER = """
 from stxbench.api import hookimpl
 
@@ -67,7 +43,7 @@ def stxbench_epoch_end(stage, epoch, metrics):
 
 
 def test_observers_follow_a_run_and_a_broken_one_is_left_out(tmp_path, monkeypatch, tiny_protocol, cli):
-    (tmp_path / "watcher.py").write_text(textwrap.dedent(OBSERVER))
+    assert write_example("observer", tmp_path) == "watcher"
     (tmp_path / "flaky.py").write_text(textwrap.dedent(BROKEN_OBSERVER))
     monkeypatch.chdir(tmp_path)
     result = cli("-p", "watcher", "-p", "flaky", "run", "--protocol", str(tiny_protocol),
