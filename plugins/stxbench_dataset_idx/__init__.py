@@ -122,9 +122,6 @@ class IdxDataset(Dataset):
         limit = options.get("train_samples", 1)
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise UsageError(f"dataset '{self.name}': train_samples must be a whole number >= 1, got {limit!r}")
-        factor = options.get("downsample", 1)
-        if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
-            raise UsageError(f"dataset '{self.name}': downsample must be a whole number >= 1, got {factor!r}")
 
     def load(self, root: str | None, **options) -> DataSplits:
         self.validate_options(options)
