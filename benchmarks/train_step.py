@@ -26,6 +26,7 @@ before the measured steps.
 
 from __future__ import annotations
 
+
 import json
 import os
 import subprocess
@@ -48,7 +49,8 @@ MEMORY_STEPS = 2
 SURROGATE = Surrogate("superspike")
 
 
-def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, autocast):
+def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+              autocast=nullcontext):
     criterion = nn.CrossEntropyLoss()
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
 

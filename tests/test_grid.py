@@ -111,7 +111,7 @@ def test_sweep_grid_runs_every_cell_once_per_seed_with_one_dense_model(cli, tmp_
     result = cli("sweep", "--grid", "--protocol", str(path), "--pruner", "none,dsp", "--seeds", "0",
                  "--out", str(out), "--cache-dir", str(cache_dir), "-q", "--threads", "1")
     assert result.code == 0, result.stderr
-    folders = sorted(p.name for p in (out / "tiny").iterdir())
+    folders = sorted(p.name for p in (out / "tiny").iterdir() if p.is_dir())
     assert folders == ["lif-dsp-keep0.25-methodsvd-torch-s0", "lif-dsp-keep0.5-methodchannels-torch-s0",
                        "lif-dsp-keep0.5-methodsvd-torch-s0", "lif-none-torch-s0"]
     params = {f: load_record(out / "tiny" / f / "result.json").config.pruner_params for f in folders}

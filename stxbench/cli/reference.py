@@ -75,7 +75,10 @@ def _command_lines(command, ctx, level: int) -> list[str]:
 def reference() -> str:
     """The whole reference as markdown: the root command, then every command in the order the
     app lists them, sub-commands under their group."""
-    from stxbench.cli import app
+    import importlib
+
+    importlib.import_module("stxbench.cli")  # the package registers every command on the app
+    from stxbench.cli.root import app
 
     root = typer.main.get_command(app)
     ctx = root.context_class(root, info_name="stxbench")
