@@ -10,7 +10,7 @@
 # this clone's history fails the check (exit 2) rather than re-running less.
 # Re-runs share dense models per seed and run $STXBENCH_RERUN_JOBS at a time (default: one per
 # core), each with the entry's own thread count (1). No re-run starts after
-# $STXBENCH_RERUN_BUDGET minutes (default 50), so CI ends within about an hour whatever landed;
+# $STXBENCH_RERUN_BUDGET minutes (default 40), so CI ends within about an hour whatever landed (the tests take 15-25 min);
 # the entries left are listed one per line (every row and every dense model comes first, the
 # rest in an order drawn from the commit), for a reviewer to re-run on a bigger machine.
 set -euo pipefail
@@ -24,7 +24,7 @@ if [ -z "$base" ] && git rev-parse --verify --quiet 'HEAD^1' >/dev/null; then
     base="$(git rev-parse 'HEAD^1')"
 fi
 jobs="${STXBENCH_RERUN_JOBS:-$(nproc)}"
-budget="${STXBENCH_RERUN_BUDGET:-50}"
+budget="${STXBENCH_RERUN_BUDGET:-40}"
 
 if [ -n "$base" ]; then
     exec stxbench leaderboard check --root leaderboards --rerun-changed "$base" --rerun-one --jobs "$jobs" --rerun-budget "$budget"
