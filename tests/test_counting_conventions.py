@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from stxbench.api import Surrogate
 from stxbench.conventions import convention_counts
 from stxbench.counting import count_batches
 from stxbench.energy import estimate
 from stxbench.host import PluginHost
+from tiny_models import lively_spikformer
 from stxbench_pruner_dsp import DSP, DSPParams
 
 # 3 outputs x 4 inputs; nonzero weights per input column k: 2, 0, 2, 2 (column 1 fully pruned)
@@ -133,17 +133,7 @@ def _lively(host: PluginHost):
     then DSP svd on every ST matrix (real bottlenecks) and half of fc2's weights zeroed where
     it stays dense (spikes meeting zero weights), so that every case of every rule occurs:
     spikes x dense and x pruned weights, residual integers, real bottlenecks, padded convs, BN."""
-    backend, lif = host.backend("torch"), host.neuron("lif")
-    torch.manual_seed(0)
-    model = host.model_family("spikformer").build(
-        "1-16", input_shape=(1, 8, 8), num_classes=10, T=T, options={"pools": 2},
-        make_neuron=lambda site: backend.make_neuron(lif, site, Surrogate("atan", None)),
-    ).eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.bias.copy_(torch.rand(module.bias.shape, generator=gen) * 3)
+    model, gen = lively_spikformer(host, T)
     fc2 = model.get_submodule("blocks.0.mlp.fc2.linear")
     DSP().prune(model, DSPParams(keep=0.5))
     model.replace_module("blocks.0.mlp.fc2.linear", fc2)  # keep fc2 dense, then prune half of it

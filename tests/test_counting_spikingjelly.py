@@ -21,9 +21,9 @@ import pytest
 import torch
 from torch import nn
 
-from stxbench.api import Surrogate
 from stxbench.counting import count_batches
 from stxbench.host import PluginHost
+from tiny_models import lively_spikformer
 
 op_counter = pytest.importorskip(
     "spikingjelly.activation_based.op_counter", reason="spikingjelly 2.0 (and loguru) not installed"
@@ -37,17 +37,7 @@ def lively_model():
     """spikformer-1-16 on 8x8 digits-shaped input, T=2, with BN biases raised so that every
     layer fires (an untrained model is nearly silent)."""
     host = PluginHost(())
-    backend, lif = host.backend("torch"), host.neuron("lif")
-    torch.manual_seed(0)
-    model = host.model_family("spikformer").build(
-        "1-16", input_shape=(1, 8, 8), num_classes=10, T=T, options={"pools": 2},
-        make_neuron=lambda site: backend.make_neuron(lif, site, Surrogate("atan", None)),
-    ).eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.bias.copy_(torch.rand(module.bias.shape, generator=gen) * 3)
+    model, gen = lively_spikformer(host, T)
     return model, torch.rand(BATCH, 1, 8, 8, generator=gen)
 
 

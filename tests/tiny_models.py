@@ -71,3 +71,21 @@ def finetune(model: torch.nn.Module, epochs: int = 1) -> None:
     train_stage(model, digits(), stage, name="finetune", seed=0, device=CPU)
 
 
+
+
+def lively_spikformer(host, T: int):
+    """spikformer-1-16 on 8x8 digits-shaped input (LIF, atan, pools 2), seed 0, in eval mode,
+    with BN biases raised so that every layer fires (an untrained model is nearly silent).
+    Returns the model and the generator that drew the biases, for the caller's next draws."""
+    backend, lif = host.backend("torch"), host.neuron("lif")
+    torch.manual_seed(0)
+    model = host.model_family("spikformer").build(
+        "1-16", input_shape=(1, 8, 8), num_classes=10, T=T, options={"pools": 2},
+        make_neuron=lambda site: backend.make_neuron(lif, site, Surrogate("atan", None)),
+    ).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.bias.copy_(torch.rand(module.bias.shape, generator=gen) * 3)
+    return model, gen
