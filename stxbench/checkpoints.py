@@ -224,13 +224,19 @@ def _other_execution(path: Path, theirs: dict[str, Any], ours: dict[str, Any]) -
     if theirs.get("world_size") != ours["world_size"]:
         return (f"{path} was written by {theirs.get('world_size')} process(es), this run has "
                 f"{ours['world_size']}: resume with the same --nproc, or choose another --out")
+    if theirs.get("compile") != ours["compile"]:
+        how = {True: "compiled", False: "eager"}
+        flag = "--compile" if theirs.get("compile") else "--no-compile"
+        return (f"{path} was written by a run with {how.get(theirs.get('compile'), 'unknown')} neurons, this "
+                f"run's are {how[ours['compile']]}: resume with {flag} (compiled neurons may give other "
+                "numbers), or choose another --out")
     return None
 
 
 def load_run_checkpoint(config: RunConfig, execution: dict[str, Any]) -> dict[str, Any] | None:
     """The checkpoint in ``--out`` this run should resume from, or None. A corrupted one, one
     written by a different run, or by this run executing differently (``execution``: threads,
-    device, processes, code), is refused with one line."""
+    device, processes, compiled neurons, code), is refused with one line."""
     path = run_checkpoint_path(config)
     try:
         loaded = load_state(path)

@@ -46,10 +46,13 @@ def code_sha256(host: PluginHost, components: list[Component]) -> str:
 
 def run_numerics(config: RunConfig, host: PluginHost, device: torch.device, execution: Execution) -> dict[str, Any]:
     """How a run executes, as far as it changes its numbers: the device (CPU or GPU model),
-    torch's threads, the processes, and the code of stxbench and of every plugin it uses."""
+    torch's threads, the processes, whether the neurons are compiled (inductor may reorder a
+    parameter gradient's sums: a spikingjelly dense model trained eager is not the compiled
+    one), and the code of stxbench and of every plugin it uses."""
     return {
         "device": numerics_device(device), "threads": torch.get_num_threads(),
-        "world_size": execution.world_size, "code": code_sha256(host, used_components(config, host)),
+        "world_size": execution.world_size, "compile": config.compile,
+        "code": code_sha256(host, used_components(config, host)),
     }
 
 
@@ -69,6 +72,6 @@ def planned_dense_bits(config: RunConfig, host: PluginHost) -> dict[str, Any]:
     device = torch.device(resolve_device(config.device))
     numerics = {
         "device": numerics_device(device), "threads": config.threads or torch.get_num_threads(),
-        "world_size": 1, "code": code_sha256(host, used_components(config, host)),
+        "world_size": 1, "compile": config.compile, "code": code_sha256(host, used_components(config, host)),
     }
     return dense_bits(config, host, numerics, host.backend(config.backend))

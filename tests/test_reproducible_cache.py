@@ -63,7 +63,7 @@ def _run(protocol, tmp_path, **changes):
                warn=print, **changes)
 
 
-def test_the_dense_key_holds_threads_device_precision_and_stage_one_code(tiny_protocol, tmp_path):
+def test_the_dense_key_holds_threads_device_precision_compile_and_stage_one_code(tiny_protocol, tmp_path):
     base = _run(tiny_protocol, tmp_path)
     numerics = {"device": "cpu: X", "threads": 1, "world_size": 1, "code": "c"}
     key = dense_cache_path(_run(tiny_protocol, tmp_path, numerics=numerics))
@@ -71,6 +71,10 @@ def test_the_dense_key_holds_threads_device_precision_and_stage_one_code(tiny_pr
         assert dense_cache_path(_run(tiny_protocol, tmp_path, numerics={**numerics, **change})) != key
     bf16 = _run(tiny_protocol, tmp_path, options={"precision": "bf16"}, numerics=numerics)
     assert dense_cache_path(bf16) != key
+    # compiled neurons may train other bits than eager ones (spikingjelly's sLIF/LIF through
+    # inductor): an eager run never loads a compiled run's dense model, nor the reverse
+    eager, compiled = (_run(tiny_protocol, tmp_path, options={"compile": c}) for c in (False, True))
+    assert dense_cache_path(eager) != dense_cache_path(compiled)
     # the fine-tuning neuron and the pruner are not stage 1: their runs share the dense model
     assert dense_cache_path(_run(tiny_protocol, tmp_path, neuron="plif", pruner="l1p")) == dense_cache_path(base)
 
@@ -176,6 +180,7 @@ def test_a_resume_on_other_threads_is_refused_naming_them(interrupted, cli):
     ("device", "cuda: NVIDIA H100 (CUDA 12.4)", "was written on cuda: NVIDIA H100 (CUDA 12.4), this run is on cpu: "),
     ("code", "0" * 64, "was written by other code (stxbench or plugin files changed since)"),
     ("world_size", 2, "was written by 2 process(es), this run has 1: resume with the same --nproc"),
+    ("compile", True, "was written by a run with compiled neurons, this run's are eager: resume with --compile"),
 ])
 def test_a_resume_on_another_device_or_code_is_refused_naming_it(interrupted, cli, key, value, says):
     protocol, out, cache = interrupted
