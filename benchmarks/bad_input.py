@@ -346,6 +346,7 @@ CONCURRENCY = [
          _checkpoint(lambda s: s["execution"].update(device="cuda: NVIDIA H100 (CUDA 12.4)"))),
     Case("--resume with other code than the checkpoint", CKPT + ["--threads", "1"],
          _checkpoint(lambda s: s["execution"].update(code="0" * 64))),
+    Case("--resume with the other --compile setting", CKPT + ["--threads", "1", "--compile"], _checkpoint()),
     Case("a checkpoint whose weights do not fit the model", CKPT + ["--threads", "1"],
          _checkpoint(lambda s: s["model"].popitem())),
 ]
