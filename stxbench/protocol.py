@@ -324,7 +324,6 @@ class Protocol(_Section):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-#: top-level fields added after the first protocols were published, with their defaults
 #: top-level fields added after the first protocols were published, and their defaults
 LATER_TOP_DEFAULTS: dict[str, Any] = {"energy_convention": "stxbench", "cpu_pin": None, "grid": {}}
 _LATER_STAGE_DEFAULTS = {

@@ -208,6 +208,8 @@ def draw_compression(spec: dict):
 
 
 def draw_recovery(spec: dict):
+    from matplotlib.ticker import MaxNLocator
+
     panels = spec["panels"]
     fig, axes, cols = _grid(len(panels), 3.1, 2.5, 1.9)
     colours = _colours([line["series"] for panel in panels for line in panel["lines"]])
@@ -224,6 +226,7 @@ def draw_recovery(spec: dict):
         ax.set_title(panel["title"], fontsize=8)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     for ax in axes[-1]:
         ax.set_xlabel("fine-tune epoch", fontsize=8)
     for ax in axes[:, 0]:
