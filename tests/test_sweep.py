@@ -32,6 +32,7 @@ def test_sweep_runs_the_grid_then_resumes(cli, tiny_protocol, tmp_path, cache_di
     lif = [records[f"lif-none-torch-s{s}"].metrics.accuracy for s in (0, 1)]
     assert rows[0][4] == f"{(lif[0] + lif[1]) / 2:.4f}"
     assert "4 runs: 4 ran, 0 skipped" in result.stdout
+    assert "unofficial" not in result.stderr  # the protocol's seeds, no --set
 
     mtime = (out / "tiny" / "lif-none-torch-s0" / "result.json").stat().st_mtime_ns
     again = sweep(cli, tiny_protocol, out, cache_dir, "--neuron", "lif,plif", "--seeds", "0,1")
@@ -76,3 +77,14 @@ def test_settings_give_the_sweep_folder_a_stable_suffix():
     tag = settings_tag(["train.epochs=3", "sparsity=0.9"])
     assert tag == settings_tag(["sparsity=0.9", "train.epochs=3"]) and tag.startswith("-set") and len(tag) == 12
     assert tag != settings_tag(["train.epochs=4", "sparsity=0.9"])
+
+
+def test_sweep_says_before_any_run_which_runs_will_be_unofficial(cli, tiny_protocol, tmp_path, cache_dir):
+    # tiny's seeds are 0 and 1: seed 2 and a protocol --set make unofficial records, said first
+    result = sweep(cli, tiny_protocol, tmp_path / "s", cache_dir, "--neuron", "lif", "--pruner", "none",
+                   "--seeds", "1,2", "--set", "finetune.epochs=0")
+    assert result.code == 0, result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first == ("note: 2 of 2 runs will be unofficial (--set finetune.epochs changes the protocol; seed(s) 2 "
+                     "not among the protocol's (0, 1)): their records cannot go to the leaderboard")
+    assert "the 2 finished record(s) are unofficial" in result.stdout

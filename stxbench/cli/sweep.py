@@ -41,7 +41,7 @@ from stxbench.cli.options import (
 )
 from stxbench.cli.root import app
 from stxbench.cli.run import RichReporter
-from stxbench.cli.sweep_cells import Cell, existing_record, sweep_cells
+from stxbench.cli.sweep_cells import Cell, existing_record, sweep_cells, unofficial_note
 from stxbench.cli.sweep_status import print_submit_hint, status_command
 from stxbench.errors import RunFailed, RunInterrupted, UsageError
 from stxbench.executors import slurm
@@ -227,6 +227,9 @@ def sweep_command(
 
 def sweep_in(folder: Path, cells: list[Cell], done: list[Record | None], choice: ExecutorChoice,
              requested: RunOptions, host, protocol: str, quiet: bool) -> None:
+    unofficial = unofficial_note([c for c, r in zip(cells, done) if r is None])
+    if unofficial:
+        common.err_line(unofficial)
     flight = in_flight(folder, [c.config for c, r in zip(cells, done) if r is None])
     active_runs = flight.runs
     todo = [c for c, r in zip(cells, done) if r is None and c.label not in active_runs]

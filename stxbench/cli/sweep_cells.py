@@ -61,6 +61,24 @@ class Cell:
         return self.config.out_dir / RESULT_FILE
 
 
+def unofficial_note(cells: list[Cell]) -> str | None:
+    """Said before any work: which runs of a sweep will be unofficial, and why (their records
+    cannot go to the leaderboard), so nobody learns it after hours of runs."""
+    unofficial = [c.config for c in cells if not c.config.official]
+    if not unofficial:
+        return None
+    why = []
+    overrides = sorted({key for config in unofficial for key in config.overrides})
+    if overrides:
+        why.append(f"--set {', '.join(overrides)} changes the protocol")
+    seeds = sorted({config.seed for config in unofficial if config.seed not in config.protocol.seeds})
+    if seeds:
+        listed = ", ".join(map(str, unofficial[0].protocol.seeds))
+        why.append(f"seed(s) {', '.join(map(str, seeds))} not among the protocol's ({listed})")
+    return (f"note: {len(unofficial)} of {len(cells)} runs will be unofficial ({'; '.join(why)}): "
+            "their records cannot go to the leaderboard")
+
+
 def existing_record(cell: Cell) -> Record | None:
     """The record of a finished run, or None; a record of another configuration in its place
     is an error (the output root is reused for something else)."""
