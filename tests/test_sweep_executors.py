@@ -220,7 +220,9 @@ def test_the_submitted_scripts_run_on_a_node_and_a_requeued_job_resumes(cli, tmp
 
     fake = fake_slurm.install(tmp_path, monkeypatch)
     protocol = tmp_path / "tiny.toml"
-    protocol.write_text(TINY_PROTOCOL.format(dense_epochs=4))
+    # a tiny epoch takes about 0.1 s on a quiet machine: with 4 epochs the job could finish before
+    # the signal below reached it (seen once in the suite); 40 leave it time to land mid-stage
+    protocol.write_text(TINY_PROTOCOL.format(dense_epochs=40))
     out = tmp_path / "sweep"
     result = cli("sweep", "--protocol", str(protocol), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
                  "--executor", "slurm", "--seeds", "0", "--device", "cpu", "--threads", "1", "-q")
