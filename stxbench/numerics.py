@@ -49,10 +49,15 @@ def run_numerics(config: RunConfig, host: PluginHost, device: torch.device, exec
     torch's threads, the processes, whether the neurons are compiled (inductor may reorder a
     parameter gradient's sums: a spikingjelly dense model trained eager is not the compiled
     one), and the code of stxbench and of every plugin it uses."""
+    return _numerics(config, host, device, torch.get_num_threads(), execution.world_size)
+
+
+def _numerics(config: RunConfig, host: PluginHost, device: torch.device, threads: int,
+              world_size: int) -> dict[str, Any]:
+    """The fields of `run_numerics`, written once for a running process and for a plan."""
     return {
-        "device": numerics_device(device), "threads": torch.get_num_threads(),
-        "world_size": execution.world_size, "compile": config.compile,
-        "code": code_sha256(host, used_components(config, host)),
+        "device": numerics_device(device), "threads": threads, "world_size": world_size,
+        "compile": config.compile, "code": code_sha256(host, used_components(config, host)),
     }
 
 
@@ -70,8 +75,5 @@ def planned_dense_bits(config: RunConfig, host: PluginHost) -> dict[str, Any]:
     """`dense_bits` of ``config`` run in one process, as a sweep plans it before the run starts:
     its ``--threads`` (or torch's default) and its device as it will resolve."""
     device = torch.device(resolve_device(config.device))
-    numerics = {
-        "device": numerics_device(device), "threads": config.threads or torch.get_num_threads(),
-        "world_size": 1, "compile": config.compile, "code": code_sha256(host, used_components(config, host)),
-    }
+    numerics = _numerics(config, host, device, config.threads or torch.get_num_threads(), world_size=1)
     return dense_bits(config, host, numerics, host.backend(config.backend))
