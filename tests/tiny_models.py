@@ -71,8 +71,6 @@ def finetune(model: torch.nn.Module, epochs: int = 1) -> None:
     train_stage(model, digits(), stage, name="finetune", seed=0, device=CPU)
 
 
-
-
 def lively_spikformer(host, T: int):
     """spikformer-1-16 on 8x8 digits-shaped input (LIF, atan, pools 2), seed 0, in eval mode,
     with BN biases raised so that every layer fires (an untrained model is nearly silent).

@@ -227,12 +227,13 @@ def sweep_command(
 
 def sweep_in(folder: Path, cells: list[Cell], done: list[Record | None], choice: ExecutorChoice,
              requested: RunOptions, host, protocol: str, quiet: bool) -> None:
-    unofficial = unofficial_note([c for c, r in zip(cells, done) if r is None])
+    pending = [c for c, r in zip(cells, done) if r is None]
+    unofficial = unofficial_note(pending)
     if unofficial:
         common.err_line(unofficial)
-    flight = in_flight(folder, [c.config for c, r in zip(cells, done) if r is None])
+    flight = in_flight(folder, [c.config for c in pending])
     active_runs = flight.runs
-    todo = [c for c, r in zip(cells, done) if r is None and c.label not in active_runs]
+    todo = [c for c in pending if c.label not in active_runs]
     if active_runs:
         common.err_line(f"{len(active_runs)} run(s) queued or running already: not started again "
                         f"(stxbench sweep status {folder})")
