@@ -7,7 +7,15 @@ CPU and ends on other spikes. A *pin* fixes every choice to one that any x86-64 
 makes alike: ATen's AVX2 kernels, MKL's conditional-numerical-reproducibility branch COMPATIBLE
 (the only branch MKL documents as identical on Intel and non-Intel CPUs), and convolutions
 through MKL rather than oneDNN (oneDNN has no such mode). A protocol declares its pin
-(``cpu_pin = "portable-v1"``); see docs/leaderboard.md for what was measured.
+(``cpu_pin = "portable-v2"``); see docs/numerics.md for what was measured.
+
+``portable-v1`` left one kernel to the CPU: ATen computes ``sqrt`` (and so AdamW's denominator)
+with MKL's vector-math library, whose ``vmsSqrt`` is not correctly rounded (17 % of float32
+results differ from IEEE ``sqrt`` in the last bit), dispatches on the CPU's vendor and model
+(``mkl_vml_kernel_sSqrt_EXHAynn`` on an AMD EPYC) and ignores ``MKL_CBWR``. An entry made on an
+AMD EPYC then re-ran on an Intel Xeon to 354 of 360 right instead of 359 (the kernel probe:
+AdamW alone differs). ``portable-v2`` replaces ATen's CPU ``sqrt`` with IEEE square roots
+(numpy's, one instruction on every x86-64 CPU): `install_ieee_sqrt`.
 
 The libraries read their settings once, when they first run, so a pin is set in the
 environment of a fresh process: `stxbench run` starts itself again with it (`restart`), and
@@ -22,10 +30,12 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from stxbench.errors import RunFailed
@@ -44,14 +54,21 @@ class CpuPin:
     aten_capability: str  # ATEN_CPU_CAPABILITY; torch reports it upper-case
     mkl_cbwr: str  # MKL_CBWR
     mkldnn: bool  # torch.backends.mkldnn.enabled (oneDNN convolutions)
+    ieee_sqrt: bool = False  # ATen's CPU sqrt replaced by IEEE sqrt (`install_ieee_sqrt`)
 
     def env(self) -> dict[str, str]:
         return {"ATEN_CPU_CAPABILITY": self.aten_capability, "MKL_CBWR": self.mkl_cbwr, MARKER: self.id}
 
 
 PINS: dict[str, CpuPin] = {
+    # exact on one CPU vendor only (MKL's sqrt, above); kept so that its entries can be read and re-run
     "portable-v1": CpuPin("portable-v1", aten_capability="avx2", mkl_cbwr="COMPATIBLE,STRICT", mkldnn=False),
+    "portable-v2": CpuPin("portable-v2", aten_capability="avx2", mkl_cbwr="COMPATIBLE,STRICT", mkldnn=False,
+                          ieee_sqrt=True),
 }
+
+#: the pin built-in CPU protocols use
+CURRENT = "portable-v2"
 
 
 @cache
@@ -81,6 +98,7 @@ def current() -> dict[str, str | bool | None]:
         "aten_capability": torch.backends.cpu.get_cpu_capability(),
         "mkl_branch": mkl_branch(),
         "mkldnn": bool(torch.backends.mkldnn.enabled),
+        "ieee_sqrt": ieee_sqrt_installed(),
     }
 
 
@@ -110,6 +128,8 @@ def require(pin: CpuPin) -> None:
             f"start it through `stxbench run`, or with {' '.join(f'{k}={v}' for k, v in pin.env().items())}"
         )
     torch.backends.mkldnn.enabled = pin.mkldnn  # a flag torch reads at each convolution
+    if pin.ieee_sqrt:
+        install_ieee_sqrt()
 
 
 def needs_restart(pin: CpuPin) -> bool:
@@ -142,3 +162,57 @@ def restart(pin: CpuPin, argv: list[str]) -> int:
         sys.stdout.write(out)
         sys.stderr.write(err)
     return child.returncode
+
+
+# --- IEEE square roots in place of MKL's (portable-v2) ---------------------------------------
+
+_ieee_sqrt_library: torch.library.Library | None = None
+
+
+def _sqrt(x: torch.Tensor) -> torch.Tensor:
+    """IEEE ``sqrt`` of a CPU tensor, as ATen's would be if it rounded correctly: numpy's
+    ``np.sqrt`` is the SQRTPS/SQRTPD instruction on every x86-64 CPU (exact by IEEE 754)."""
+    if x.is_complex():
+        raise RuntimeError("the portable CPU pin computes no complex square roots")
+    if not x.is_floating_point():  # integers and bools promote, as torch.sqrt does
+        x = x.to(torch.get_default_dtype())
+    wide = x.dtype in (torch.float16, torch.bfloat16)  # numpy has no bfloat16: via float32
+    source = (x.float() if wide else x).detach().contiguous()
+    out = torch.empty_like(source)
+    with np.errstate(invalid="ignore"):  # sqrt(-1) is NaN without a warning, as in torch
+        np.sqrt(source.numpy(), out=out.numpy())
+    return out.to(x.dtype) if wide else out
+
+
+def _sqrt_(x: torch.Tensor) -> torch.Tensor:
+    x.detach().copy_(_sqrt(x))
+    return x
+
+
+def _sqrt_out(x: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
+    result = _sqrt(x)
+    out.resize_(result.shape)
+    out.detach().copy_(result)
+    return out
+
+
+def install_ieee_sqrt() -> None:
+    """Replace ATen's CPU kernels of ``sqrt``, ``sqrt_`` and ``sqrt.out`` in this process (once)
+    by `_sqrt`. Autograd's formula is unchanged (it calls ``sqrt``'s result, not the kernel);
+    compiled code (inductor) emits its own IEEE ``sqrt`` and never called MKL's. ``pow(x, 0.5)``
+    still reaches MKL's kernel inside ATen: the numerics audit (tests/test_portable_numerics.py)
+    holds every built-in run path free of it and of MKL's other vector-math ops."""
+    global _ieee_sqrt_library
+    if _ieee_sqrt_library is not None:
+        return
+    library = torch.library.Library("aten", "IMPL")
+    with warnings.catch_warnings():  # "overriding a previously registered kernel": the point
+        warnings.simplefilter("ignore")
+        library.impl("sqrt", _sqrt, "CPU")
+        library.impl("sqrt_", _sqrt_, "CPU")
+        library.impl("sqrt.out", _sqrt_out, "CPU")
+    _ieee_sqrt_library = library
+
+
+def ieee_sqrt_installed() -> bool:
+    return _ieee_sqrt_library is not None

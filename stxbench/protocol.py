@@ -262,7 +262,7 @@ class Protocol(_Section):
     #: CPU numerics pinned for runs on a CPU (`stxbench.cpu_pin`): the same record on every x86
     #: CPU kind with AVX2, so re-runs compare exactly. Changes the bits, so it is hashed (and
     #: keys the dense cache) when set; None runs the fastest kernels of each CPU.
-    cpu_pin: Literal["portable-v1"] | None = None
+    cpu_pin: Literal["portable-v1", "portable-v2"] | None = None
 
     @field_validator("seeds")
     @classmethod

@@ -287,6 +287,7 @@ class CpuNumerics(_Strict):
     aten_capability: str  # ATen's vectorised kernels: DEFAULT, AVX2, AVX512, ...
     mkl_branch: str | None  # MKL's reproducibility branch: OFF (none), COMPATIBLE, ...; None: unknown
     mkldnn: bool  # oneDNN convolutions on
+    ieee_sqrt: bool = False  # ATen's CPU sqrt replaced by IEEE sqrt (pin portable-v2; older records: off)
 
 
 class Provenance(_Strict):

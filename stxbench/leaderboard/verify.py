@@ -78,7 +78,7 @@ class Verifier:
         pin = PINS[protocol.cpu_pin]
         n = record.provenance.cpu_numerics
         wanted = {"pin": pin.id, "aten_capability": pin.aten_capability.upper(),
-                  "mkl_branch": pin.mkl_cbwr.split(",")[0], "mkldnn": pin.mkldnn}
+                  "mkl_branch": pin.mkl_cbwr.split(",")[0], "mkldnn": pin.mkldnn, "ieee_sqrt": pin.ieee_sqrt}
         if n is None:
             return [Problem("provenance.cpu_numerics", f"missing: protocol {protocol.name} pins CPU numerics "
                             f"({pin.id}), so its entries are CPU runs made under the pin (this one was made on "
