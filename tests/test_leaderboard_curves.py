@@ -89,9 +89,10 @@ def test_a_board_with_recovery_curves_renders_them(board, cli):
     text = (folder / "README.md").read_text()
     recovery = {r[0]: r for r in table_rows(text, energy_tables(text) + 2)}
     # AURC of lif: seed 0 (0.6 + 0.75) / 2 = 0.675, seed 1 (0.55 + 0.75) / 2 = 0.65
-    assert recovery["lif / l1p (sparsity=0.9) / torch"][1:6] == [
-        "2", "90.00", "45.00", "80.00", f"66.25 ± {100 * math.sqrt(0.0125 ** 2 * 2):.2f}"]
-    assert recovery["lif / l1p (sparsity=0.9) / torch"][6:] == ["0.1 → 0.1 → 0.1", "0.2 → 0.2 → 0.2"]
+    # validation accuracy dense → epoch 0 → last epoch in one column
+    assert recovery["lif / l1p (sparsity=0.9) / torch"][1:4] == [
+        "2", "90.00 → 45.00 → 80.00", f"66.25\u00a0±\u00a0{100 * math.sqrt(0.0125 ** 2 * 2):.2f}"]
+    assert recovery["lif / l1p (sparsity=0.9) / torch"][4:] == ["0.1 → 0.1 → 0.1", "0.2 → 0.2 → 0.2"]
     data = json.loads(png_plot_data(folder / RECOVERY_PLOT))
     panel = next(p for p in data["panels"] if p["title"].startswith("l1p"))
     lif = next(line for line in panel["lines"] if line["label"] == "lif / torch")
@@ -99,12 +100,18 @@ def test_a_board_with_recovery_curves_renders_them(board, cli):
     assert lif["band"] == pytest.approx([T975_DF1 * 5, 0.0, 0.0])  # sd 5 sqrt(2), over sqrt(2)
     assert panel["dense"] == pytest.approx(90.0)
     # verdicts of sLIF against LIF: accuracy +2 points at both seeds (sd 0), AURC +5 and +7.5
-    verdicts = {(r[0], r[1]): r for r in table_rows(text, energy_tables(text) + 3)}
-    row = verdicts[("slif - lif", "l1p (sparsity=0.9)")]
-    assert row[3:6] == ["2", "+2.00 ± 0.00", "0.000"] and row[6] == "a better"
+    # one table per metric; the backend, torch in every row, is said once above them
+    assert ("From `stxbench leaderboard paired tiny --a slif --b lif` (backend torch in every row):"
+            in text)
+    accuracy = {(r[0], r[1]): r for r in table_rows(text, energy_tables(text) + 3)}
+    aurc = {(r[0], r[1]): r for r in table_rows(text, energy_tables(text) + 4)}
+    row = accuracy[("slif - lif", "l1p (sparsity=0.9)")]
+    assert row[2:5] == ["2", "+2.00 ± 0.00", "0.000"] and row[5] == "a better"
     aurc_sd = math.sqrt(((5 - 6.25) ** 2 + (7.5 - 6.25) ** 2) / 1)
-    assert row[8] == f"+6.25 ± {T975_DF1 * aurc_sd / math.sqrt(2):.2f}"
-    assert row[10] == "no detectable difference"
+    row = aurc[("slif - lif", "l1p (sparsity=0.9)")]
+    assert row[2:4] == ["2", f"+6.25 ± {T975_DF1 * aurc_sd / math.sqrt(2):.2f}"]
+    assert row[5] == "no detectable difference"
+    assert "**accuracy verdicts**" in text and "**AURC verdicts**" in text
 
 
 def test_a_changed_curve_rerenders_the_recovery_views_only(board):

@@ -67,21 +67,26 @@ def test_the_table_shows_mean_and_std_over_seeds(tmp_path, tiny_records, cli):
     energy = (s0.energy.mj_per_sample + s1.energy.mj_per_sample) / 2
     firing = (s0.metrics.firing_rate + s1.metrics.firing_rate) / 2
     text = (board.root / "tiny" / "README.md").read_text()
-    rows = {cells[1]: cells for cells in table_rows(text)}
-    assert rows["lif"][2:10] == ["none", "torch", f"{mean:.2f} ± 3.54", "2", "28,966", "28,966",
-                                 f"{energy:.4g}", f"{firing:.4f}"]
-    assert rows["lif"][11] == ("[s0](entries/tiny__lif__none__torch__s0.json) "
-                               "[s1](entries/tiny__lif__none__torch__s1.json)")
+    rows = {cells[1].split(" / ")[0]: cells for cells in table_rows(text)}
+    pareto = {row.neuron: "*" if row.pareto else "" for row in group_rows([(entry_name(r), r) for r in tiny_records.values()])}
+    # one label column; params total (the same in every row) is said once above the table
+    assert rows["lif"][1:7] == ["lif / none / torch", f"{mean:.2f}\u00a0±\u00a03.54", f"{energy:.4g}", "28,966",
+                                f"{firing:.4f}", pareto["lif"]]
+    assert "; params total 28,966 in every row. 3 entries in 2 rows." in text
+    assert rows["lif"][7] == ("[s0](entries/tiny__lif__none__torch__s0.json) "
+                              "[s1](entries/tiny__lif__none__torch__s1.json)")
     plif = tiny_records["plif-s0"]
     # PLIF adds one learnable decay per neuron layer (12) to the dense LIF model's count
-    assert rows["plif"][4:8] == [f"{100 * plif.metrics.accuracy:.2f}", "1", "28,966", "28,978"]
+    assert [rows["plif"][2], rows["plif"][4]] == [f"{100 * plif.metrics.accuracy:.2f}", "28,978"]
+    assert rows["plif"][7] == "[s0](entries/tiny__plif__none__torch__s0.json)"
     assert sorted(rows) == ["lif", "plif"] and sorted(r[0] for r in rows.values()) == ["1", "2"]
+    assert len(table_rows(text)[0]) == 8  # compact: fits a 1,280-pixel window (test_site_browser.py)
     assert text.startswith("# Leaderboard: tiny\n")
     assert "![accuracy vs energy](accuracy_energy.png)" in text
     index = table_rows((board.root / "README.md").read_text())
     best = rows["lif"] if rows["lif"][0] == "1" else rows["plif"]
     assert index == [["[tiny](tiny/README.md)", "digits", "spikformer-1-32", "2", "3", "2",
-                      f"{best[4]} ({best[1]} / none / torch)"]]
+                      f"{best[2]} ({best[1]})"]]
 
 
 def test_render_is_stable(tmp_path, tiny_records, cli):
@@ -175,6 +180,7 @@ def test_energy_views_per_convention_and_per_layer(tmp_path, tiny_records):
     section = text[text.index("## Energy by counting convention"):]
     rows = table_rows(section)
     lif = next(cells for cells in rows if cells[1] == "lif / none / torch")
+    assert len(lif) == 7
     s0, s1 = tiny_records["lif-s0"], tiny_records["lif-s1"]  # s1: s0's counts at another seed
 
     def stored(record, convention, model):

@@ -21,6 +21,8 @@ from stxbench.record import Record
 BREAKDOWN_PLOT = "energy_breakdown.png"
 #: memory cost models shown next to the compute-only energies
 MEMORY_MODELS = ("simple-fp32-v1", "simple-fp32-nz-v1")
+#: their short column headers (the section's text names the models)
+MEMORY_HEADERS = {"simple-fp32-v1": "memory, dense weights", "simple-fp32-nz-v1": "memory, nonzero weights"}
 MAX_GROUPS = 10  # layer groups a bar is split into; the smallest rest is "other"
 
 
@@ -77,18 +79,20 @@ def section(rows: Sequence[_Row]) -> list[str]:
         cells = [_cell(_mean([_stored(r, c, model) for r in records])) for c in CONVENTIONS]
         cells += [_cell(_mean([_memory(r, m) for r in records])) for m in MEMORY_MODELS]
         table.append([rank, row.label, *cells])
-    headers = ["#", "row", *[f"{c} (compute)" for c in CONVENTIONS], *[f"memory, {m}" for m in MEMORY_MODELS]]
+    headers = ["#", "neuron / pruner / backend", *CONVENTIONS, *[MEMORY_HEADERS[m] for m in MEMORY_MODELS]]
     from tabulate import tabulate
 
     return [
         "## Energy by counting convention",
         "",
-        f"mJ per sample, mean over seeds, every op as run. Compute under `{model}`, with each "
+        f"mJ per sample, mean over seeds, every op as run; rows numbered as in the table above. "
+        f"Compute (columns stxbench, spikingjelly, neurobench) under `{model}`, with each "
         "convention's MACs and ACs (`docs/energy.md`: stxbench counts nonzero pairs, "
         "spikingjelly charges spikes their whole fan-out and non-binary inputs dense MACs with "
         "padding and BatchNorm, neurobench counts Linear and Conv layers only); memory: bytes "
-        "moved (weights per time step, membrane state, spikes), the same under every convention. "
-        "`-`: an entry recorded before per-convention energy.",
+        "moved (weights per time step, membrane state, spikes), the same under every convention, "
+        f"priced by `{MEMORY_MODELS[0]}` (dense weights) and `{MEMORY_MODELS[1]}` (nonzero "
+        "weights only, with a 2-byte index each). `-`: an entry recorded before per-convention energy.",
         "",
         tabulate(table, headers=headers, tablefmt="github", disable_numparse=True),
         "",

@@ -19,7 +19,7 @@ from tabulate import tabulate
 
 from stxbench.errors import UsageError
 from stxbench.leaderboard import energy_views, plots
-from stxbench.leaderboard.sections import curves_section, paired_section, recovery_section
+from stxbench.leaderboard.sections import NBSP, curves_section, paired_section, recovery_section
 from stxbench.leaderboard.store import ENTRIES, Board, Entry, pruner_label
 from stxbench.record import Record, atomic_write_text
 
@@ -114,9 +114,10 @@ def _percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.2f}"
 
 
+
 def _accuracy_cell(row: Row) -> str:
     std = row.accuracy_std
-    return _percent(row.accuracy) + (f" ± {_percent(std)}" if std is not None else "")
+    return _percent(row.accuracy) + (f"{NBSP}±{NBSP}{_percent(std)}" if std is not None else "")
 
 
 def _energy_cell(value: float | None) -> str:
@@ -128,17 +129,27 @@ def _common(rows: list[Row], get) -> str:
     return ", ".join(values)
 
 
+def _entries_cell(row: Row) -> str:
+    """Short link texts, one per seed: the file names are in the links, not on the page."""
+    return " ".join(f"[s{r.config.seed}]({ENTRIES}/{name})" for name, r in row.entries)
+
+
 def main_table(protocol: str, rows: list[Row]) -> list[str]:
+    # compact enough for a 1,280-pixel browser window and GitHub's page: one row label, and
+    # params total only as a column when the rows differ in it (a pruner never changes it)
+    totals = {row.count_cell("params_total") for row in rows}
+    per_row_total = len(totals) > 1
     table = [
-        [rank, row.neuron, pruner_label(row.pruner, row.params), row.backend, _accuracy_cell(row),
-         len(row.entries), row.count_cell("params_total"), row.count_cell("params_effective"),
-         _energy_cell(row.energy), f"{row.firing_rate:.4f}", "*" if row.pareto else "",
-         " ".join(f"[s{r.config.seed}]({ENTRIES}/{name})" for name, r in row.entries)]
+        [rank, row.label, _accuracy_cell(row), _energy_cell(row.energy),
+         *([row.count_cell("params_total")] if per_row_total else []), row.count_cell("params_effective"),
+         f"{row.firing_rate:.4f}", "*" if row.pareto else "", _entries_cell(row)]
         for rank, row in enumerate(rows, 1)
     ]
-    headers = ["#", "neuron", "pruner", "backend", "accuracy (%)", "seeds", "params total",
-               "params effective", "energy (mJ/sample)", "firing rate", "Pareto", "entries"]
+    headers = ["#", "neuron / pruner / backend", "accuracy (%)", "energy (mJ)",
+               *(["params total"] if per_row_total else []), "params effective", "firing rate", "Pareto",
+               "entries"]
     n_entries = sum(len(row.entries) for row in rows)
+    total = "" if per_row_total else f"; params total {next(iter(totals))} in every row"
     return [
         f"# Leaderboard: {protocol}",
         "",
@@ -147,13 +158,13 @@ def main_table(protocol: str, rows: list[Row]) -> list[str]:
         f"Dataset {_common(rows, lambda r: r.config.dataset)}, model {_common(rows, lambda r: r.config.model)}, "
         f"T = {_common(rows, lambda r: r.config.T)}; protocol sha256 "
         f"`{_common(rows, lambda r: r.protocol.sha256[:16])}`; energy model "
-        f"`{_common(rows, lambda r: r.energy.model_id if r.energy else '-')}`. "
+        f"`{_common(rows, lambda r: r.energy.model_id if r.energy else '-')}`{total}. "
         f"{n_entries} entries in {len(rows)} rows.",
         "",
         "Accuracy is the mean ± sample standard deviation over seeds (no ± with one seed); the other "
-        "numbers are means over seeds (parameters as min-max when seeds differ). Rows are sorted by "
-        "accuracy, then energy. Pareto: `*` where no other row is both at least as accurate and at "
-        "most as costly.",
+        "numbers are means over seeds (parameters as min-max when seeds differ). Energy: mJ per "
+        "sample. Rows are sorted by accuracy, then energy. Pareto: `*` where no other row is both at "
+        "least as accurate and at most as costly. Entries: one link per seed to its record.",
         "",
         tabulate(table, headers=headers, tablefmt="github", disable_numparse=True),
         "",

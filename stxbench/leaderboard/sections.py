@@ -13,6 +13,8 @@ from stxbench.leaderboard.curves import group_lines, has_recovery, recovery_auc,
 from stxbench.leaderboard.plots import ENERGY_PLOT, PARAMS_PLOT, RECOVERY_PLOT
 from stxbench.leaderboard.store import params_label
 
+#: joins a value and its spread (``99.35 ± 0.89``), so a narrow column never breaks between them
+NBSP = "\u00a0"
 #: the neurons the verdict section tests, and what against
 VERDICT_NEURONS, VERDICT_BASE = ("plif", "slif"), "lif"
 
@@ -77,29 +79,49 @@ def recovery_section(protocol: str, rows) -> list[str]:
         records = [record for record, _ in curves]
         samples.add(records[0].recovery.validation_samples)
         aurc = [100 * recovery_auc(curve) for _, curve in curves]
+        accuracy = [_mean_over(records, lambda r: 100 * r.recovery.accuracy_dense),
+                    _mean_over(records, lambda r: 100 * r.recovery.curve[0].accuracy),
+                    _mean_over(records, lambda r: 100 * r.recovery.curve[-1].accuracy)]
         table.append([
-            row.label, len(curves),
-            f"{_mean_over(records, lambda r: 100 * r.recovery.accuracy_dense):.2f}",
-            f"{_mean_over(records, lambda r: 100 * r.recovery.curve[0].accuracy):.2f}",
-            f"{_mean_over(records, lambda r: 100 * r.recovery.curve[-1].accuracy):.2f}",
-            f"{statistics.fmean(aurc):.2f}" + (f" ± {statistics.stdev(aurc):.2f}" if len(aurc) > 1 else ""),
+            row.label, len(curves), " → ".join(f"{v:.2f}" for v in accuracy),
+            f"{statistics.fmean(aurc):.2f}" + (f"{NBSP}±{NBSP}{statistics.stdev(aurc):.2f}" if len(aurc) > 1 else ""),
             _moments(records, "firing_rate"), _moments(records, "surrogate_grad"),
         ])
     out += [
         f"![recovery curves]({RECOVERY_PLOT})", "",
         f"Validation accuracy ({', '.join(map(str, sorted(samples)))} samples carved from the training "
-        "set) of the dense model, right after pruning and the neuron swap (epoch 0) and after the "
+        "set) of the dense model → right after pruning and the neuron swap (epoch 0) → after the "
         "last fine-tune epoch (means over seeds, %). AURC: the area under the recovery curve over "
         "the fine-tune epochs divided by their number, mean ± std over seeds. Per neuron layer on "
         "a fixed validation batch, averaged over layers and seeds, before pruning → after pruning → "
         "after fine-tuning: the firing rate and the mean |surrogate gradient| (the derivative of a "
         "layer's spike count with respect to its input current; docs/curves.md).",
         "",
-        _github(["row", "seeds", "dense", "epoch 0", "last epoch", "AURC (%)", "firing rate",
+        _github(["neuron / pruner / backend", "seeds", "validation accuracy (%)", "AURC (%)", "firing rate",
                  "surrogate gradient"], table),
         "",
     ]
     return out
+
+
+def _split_verdicts(headers: list[str], table: list[list[str]]):
+    """`paired.table`'s columns as one table per metric (accuracy, then AURC when present):
+    ``(what every row shares, [(title, headers, rows)])``. The leading columns (a - b, the
+    context, seeds) go into each table; a context column with one value in every row is left out
+    and named in the first item instead."""
+    first = headers.index("seeds") + 1
+    lead = list(range(first))
+    constant = [i for i in lead[1:first - 1] if len({row[i] for row in table}) == 1]
+    keep = [i for i in lead if i not in constant]
+    common = ", ".join(f"{headers[i]} {table[0][i]} in every row" for i in constant)
+    tables = []
+    for start in range(first, len(headers), 4):
+        metric = headers[start].removeprefix("Δ ").split(" (")[0]
+        columns = [*keep, *range(start, start + 4)]
+        metric_headers = [headers[i] if i < first else ("Δ (pts)", "p (Holm)", "verdict", "MDE (pts)")[i - start]
+                          for i in columns]
+        tables.append((f"{metric} verdicts", metric_headers, [[row[i] for i in columns] for row in table]))
+    return common, tables
 
 
 def paired_section(protocol: str, rows) -> list[str]:
@@ -116,7 +138,12 @@ def paired_section(protocol: str, rows) -> list[str]:
     headers, table = paired.table(comparisons, "neuron", with_auc)
     command = (f"stxbench leaderboard paired {protocol} " + " ".join(f"--a {n}" for n in tested)
                + f" --b {VERDICT_BASE}")
-    out += [f"From `{command}`:", "", _github(headers, table), ""]
+    # the command's one wide table, as one narrow table per metric, without columns that hold
+    # the same value in every row (said once above the tables instead)
+    common, table_of = _split_verdicts(headers, table)
+    out += [f"From `{command}`" + (f" ({common})" if common else "") + ":", ""]
+    for title, metric_headers, rows in table_of:
+        out += [f"**{title}**", "", _github(metric_headers, rows), ""]
     out += [f"- {line}" for line in paired.notes(comparisons, with_auc)]
     note = paired.accuracy_only_note(records)
     if note:
