@@ -80,8 +80,9 @@ def stxbench_add_neurons() -> list[NeuronSpec]:
     equations it follows (``family``, default ``lif``) and that family's parameters
     (``params``, an instance of the family's ``Params``); backends decide *how* it runs. Names
     are lower-case and unique across all plugins (``lif``, ``plif``). A neuron must be a drop-in
-    for the protocol's base neuron: at initialisation it should compute what the base neuron
-    computes, so swapping it into a trained model is fair.
+    for the protocol's base neuron: at its initial parameters it fires exactly the base neuron's
+    spikes, so swapping it into a trained model is fair (``stxbench parity`` checks it against
+    ``lif``; docs/neuron-families.md, "The drop-in rule").
     """
 
 

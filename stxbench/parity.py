@@ -23,6 +23,11 @@ A family that no chosen backend implements natively (its reference is what runs 
 is checked against the contract alone: a second instance of its reference stands in for the
 implementation under test (backend `REFERENCE_ROW`), which also catches a reference whose output
 is not a function of its input and parameters. Such families are named in the report's notes.
+
+The drop-in rule (`drop_in`): a neuron replaces the protocol's base neuron in a trained model, so
+at its initial parameters it must fire exactly the base neuron's spikes. Each compared neuron's
+family reference, freshly built, and the base neuron's (`DROP_IN_BASE`) get the same fixed
+inputs at both sites; any differing spike breaks the rule and fails parity.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ SITES: tuple[tuple[NeuronSite, tuple[int, ...]], ...] = (
 )
 INPUTS = ("random", "quantised")
 SETTINGS = ("initial", "trained")
+#: the base neuron the drop-in rule compares with: every built-in protocol's ``model.base_neuron``
+DROP_IN_BASE = "lif"
 
 
 def make_input(kind: str, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
@@ -123,15 +130,40 @@ class Row:
 
 
 @dataclass
+class DropIn:
+    """Whether a neuron, at its initial parameters, fires the base neuron's spikes."""
+
+    neuron: str
+    base: str
+    spikes_differing: int = 0
+    spikes_compared: int = 0
+
+    @property
+    def holds(self) -> bool:
+        return self.spikes_compared > 0 and self.spikes_differing == 0
+
+    def line(self) -> str:
+        verdict = "holds" if self.holds else "BROKEN"
+        return (f"drop-in for {self.base}: {self.neuron} {verdict} ({self.spikes_differing} of "
+                f"{self.spikes_compared} spikes differ at initialisation)")
+
+
+@dataclass
 class Report:
     rows: list[Row]
     notes: list[str]
     #: family name -> where its reference comes from, for every family in the report
     references: dict[str, str] = field(default_factory=dict)
+    #: the drop-in rule, per compared neuron other than the base
+    drop_ins: list[DropIn] = field(default_factory=list)
 
     @property
     def failed(self) -> list[Row]:
         return [r for r in self.rows if not r.passed]
+
+    @property
+    def not_drop_in(self) -> list[DropIn]:
+        return [d for d in self.drop_ins if not d.holds]
 
 
 @dataclass(frozen=True)
@@ -261,6 +293,46 @@ def check(family: NeuronFamily, backend: Backend, spec: NeuronSpec, surrogate: S
     return row
 
 
+def drop_in(family: NeuronFamily, spec: NeuronSpec, base_family: NeuronFamily, base: NeuronSpec) -> DropIn:
+    """The drop-in rule for ``spec``: its family's reference and the base neuron's, both fresh
+    with their initial parameters, on every site and input parity uses; spikes must be equal.
+    (Potentials need not be: the rest of the model sees only spikes.) An exception from either
+    reference propagates."""
+    result = DropIn(spec.name, base.name)
+    surrogate = Surrogate()  # forward only: the surrogate plays no part
+    for site_index, (site, shape) in enumerate(SITES):
+        for kind in INPUTS:
+            generator = torch.Generator().manual_seed(100 * site_index + 10 * INPUTS.index(kind))
+            torch.manual_seed(0)  # for references that draw random numbers at construction
+            x = make_input(kind, shape, generator)
+            with torch.no_grad():
+                spikes = family.Reference(spec, site, surrogate)(x)
+                expected = base_family.Reference(base, site, surrogate)(x)
+            result.spikes_differing += int((spikes != expected).sum())
+            result.spikes_compared += expected.numel()
+    return result
+
+
+def _drop_ins(host: PluginHost, specs: Sequence[NeuronSpec], notes: list[str]) -> list[DropIn]:
+    """The drop-in rule for every compared neuron but the base; what cannot be checked is a note."""
+    try:
+        base = host.neuron(DROP_IN_BASE)
+        base_family = host.neuron_family(base.family)
+    except UsageError as exc:
+        notes.append(f"drop-in rule not checked: {exc}")
+        return []
+    results = []
+    for spec in specs:
+        family = host.neuron_family(spec.family)
+        if spec.name == base.name or family.Reference is None or base_family.Reference is None:
+            continue  # a family without a reference is named in the notes already
+        try:
+            results.append(drop_in(family, spec, base_family, base))
+        except Exception as exc:  # a broken reference is a FAIL row already
+            notes.append(f"drop-in rule for {spec.name} not checked: {one_line(exc)}")
+    return results
+
+
 def _refuses(backend: Backend, spec: NeuronSpec, surrogate: Surrogate) -> str | None:
     try:
         backend.check_neuron(spec, surrogate)
@@ -347,7 +419,8 @@ def run(host: PluginHost, neurons: Sequence[str] = (), backends: Sequence[str] =
                     rows.append(silent)
     notes += [f"{name}: refuses {', '.join(combos)} (UsageError, never swapped)" for name, combos in refused.items()]
     notes += list(family_notes.values())
-    return Report(rows, notes, references)
+    drop_ins = _drop_ins(host, specs, notes)
+    return Report(rows, notes, references, drop_ins)
 
 
 def _number(value: float | None) -> str:

@@ -30,3 +30,8 @@ def write_example(name: str, folder: Path) -> str:
     assert match, f"example {name!r} must start with '# module.py', not {first!r}"
     (folder / f"{match[1]}.py").write_text(source)
     return match[1]
+
+
+def code_blocks(page: Path, language: str) -> list[str]:
+    """The fenced code blocks of ``language`` on a page, in order (marked examples or not)."""
+    return re.findall(rf"^```{language}\n(.*?)^```", page.read_text(), re.S | re.M)

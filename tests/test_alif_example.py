@@ -76,6 +76,8 @@ def test_alif_example_installs_lists_trains_and_passes_parity(tmp_path, tiny_pro
     assert [(r[0], r[1], r[2], r[-1]) for r in rows] == [
         ("alif", "(reference)", s, "PASS") for s in ("atan", "sigmoid", "superspike")]
     assert "reference of family alif: stxbench_alif.ALIFReference (plugin 'alif')" in parity.stdout
+    # beta starts at 0: alif fires LIF's spikes at initialisation (docs/neuron-families.md)
+    assert "drop-in for lif: alif holds (0 of 4272 spikes differ at initialisation)\n" in parity.stdout
     assert ("note: family alif: its reference is its only implementation (no installed backend implements "
             "it natively; every backend runs it through the reference); the reference is checked against "
             "the neuron contract alone (rows (reference))") in parity.stdout

@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from docs_examples import examples, write_example
+from docs_examples import DOCS, ROOT, code_blocks, examples, write_example
 
 from stxbench.record import load_record
 
@@ -121,3 +121,38 @@ def test_model_example(tmp_path, monkeypatch, tiny_protocol, cli):
     assert record.metrics.params_total == 6858
     assert record.metrics.params_effective == 4714
     assert record.metrics.sparsity == 0.5
+
+
+ALIF = ROOT / "examples" / "stxbench-alif"
+
+
+def test_the_neuron_families_page_shows_the_alif_example_verbatim():
+    """docs/neuron-families.md walks through examples/stxbench-alif, which tests/test_alif_example.py
+    installs, runs and holds to parity: each of the page's code blocks of the example is a part of
+    its files, word for word, so the page cannot drift from code that is tested (it once lacked
+    the imports and the [build-system] table)."""
+    page = DOCS / "neuron-families.md"
+    toml = code_blocks(page, "toml")
+    project = (ALIF / "pyproject.toml").read_text()
+    # the file, without its leading comment lines (how to install it)
+    assert toml == [project[project.index("[build-system]"):]]
+    source = (ALIF / "stxbench_alif.py").read_text()
+    python = code_blocks(page, "python")
+    example = python[:-1]  # the last is the "Other ways to extend" snippet
+    assert len(example) == 4 and example[0].startswith("import math\n")  # imports, params, reference, family + hooks
+    assert [block for block in example if block not in source] == []
+    # every name the parts use is imported by the first block or defined by another
+    assert "from stxbench.api import" in example[0] and "from pydantic import Field" in example[0]
+
+
+def test_the_neuron_families_page_extends_with_code_that_runs(monkeypatch):
+    """The page's 'Other ways to extend' snippet, run as written (the example on the path)."""
+    monkeypatch.syspath_prepend(str(ALIF))
+    snippet = code_blocks(DOCS / "neuron-families.md", "python")[-1]
+    assert snippet.startswith("from stxbench.api import NeuronSpec\nfrom stxbench_alif import ALIFParams\n")
+    namespace: dict = {}
+    exec(compile(snippet, "neuron-families.md", "exec"), namespace)
+    from stxbench.api import NeuronSpec
+
+    assert NeuronSpec("lif3", "LIF with tau = 3", tau=3.0).params.tau == 3.0
+    assert namespace["ALIFParams"](beta=1.8, tau_adapt=200.0).beta == 1.8
