@@ -14,7 +14,8 @@ import torch
 from stxbench.api import Backend
 from stxbench.execution import Execution
 from stxbench.host import Component, PluginHost
-from stxbench.provenance import numerics_device, stxbench_sha256
+from stxbench.code_identity import code_identity
+from stxbench.provenance import numerics_device
 from stxbench.runconfig import RunConfig, resolve_device
 
 
@@ -38,10 +39,11 @@ def used_components(config: RunConfig, host: PluginHost) -> list[Component]:
             host.get("neuron", config.neuron), host.get("pruner", config.pruner)]
 
 
-def code_sha256(host: PluginHost, components: list[Component]) -> str:
-    """One sha256 over the code that computes a result: stxbench's and these plugins' files."""
-    files = {"stxbench": stxbench_sha256(), **host.plugin_sha256(components)}
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+def code_sha256(components: list[Component]) -> str:
+    """One sha256 over the code identity (`stxbench.code_identity`) of the core's numbers path
+    and of these components' plugin packages."""
+    identity = code_identity([c.module for c in components])
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def run_numerics(config: RunConfig, host: PluginHost, device: torch.device, execution: Execution) -> dict[str, Any]:
@@ -57,7 +59,7 @@ def _numerics(config: RunConfig, host: PluginHost, device: torch.device, threads
     """The fields of `run_numerics`, written once for a running process and for a plan."""
     return {
         "device": numerics_device(device), "threads": threads, "world_size": world_size,
-        "compile": config.compile, "code": code_sha256(host, used_components(config, host)),
+        "compile": config.compile, "code": code_sha256(used_components(config, host)),
     }
 
 
@@ -66,7 +68,7 @@ def dense_bits(config: RunConfig, host: PluginHost, numerics: dict[str, Any], ba
     backend: the run's numerics with the code narrowed to what stage 1 runs (so runs of other
     pruners and fine-tuning neurons share the model), the precision and the library versions."""
     return {
-        **numerics, "code": code_sha256(host, stage_one_components(config, host)), "precision": config.precision,
+        **numerics, "code": code_sha256(stage_one_components(config, host)), "precision": config.precision,
         "torch": torch.__version__, "library": backend.library_version(),
     }
 

@@ -76,11 +76,21 @@ def numerics_device(device: torch.device) -> str:
 
 
 @functools.cache
-def stxbench_sha256() -> str:
-    """sha256 over the source files of the stxbench package (path and content of each)."""
-    root = Path(stxbench.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        if "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+def cpu_kind() -> str:
+    """What kind of CPU this is, as far as it can decide kernels: vendor, family and model, and
+    the vector extensions libraries dispatch on (``GenuineIntel 6/143 Intel(R) Xeon(R) ...;
+    avx2 fma avx512f amx``). Linux only; elsewhere the machine type."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if not key.strip() and fields:
+                    break  # the first processor's block is enough
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    wanted = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile") if f in flags]
+    return (f"{fields.get('vendor_id', '?')} {fields.get('cpu family', '?')}/{fields.get('model', '?')} "
+            f"{fields.get('model name', platform.machine())}; {' '.join(wanted) or 'no avx2'}")

@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stxbench.errors import UsageError
 
-SCHEMA_VERSION = 1
+#: 2: provenance.code (code identity), cpu_numerics.ieee_sqrt and cpu_kind. Version 1 records
+#: still load (to be read and re-run); the leaderboard calls them stale.
+SCHEMA_VERSION = 2
 
 
 class _Strict(BaseModel):
@@ -288,6 +290,7 @@ class CpuNumerics(_Strict):
     mkl_branch: str | None  # MKL's reproducibility branch: OFF (none), COMPATIBLE, ...; None: unknown
     mkldnn: bool  # oneDNN convolutions on
     ieee_sqrt: bool = False  # ATen's CPU sqrt replaced by IEEE sqrt (pin portable-v2; older records: off)
+    cpu_kind: str | None = None  # vendor, family/model and the vector extensions (provenance.cpu_kind)
 
 
 class Provenance(_Strict):
@@ -302,13 +305,16 @@ class Provenance(_Strict):
     #: None on a GPU and in records older than this field (schema v2 makes it required on CPUs)
     cpu_numerics: CpuNumerics | None = None
     git_commit: str | None
-    plugin_sha256: dict[str, str]
+    plugin_sha256: dict[str, str]  # raw file hashes, for a reader; staleness reads `code`
+    #: the code identity (`stxbench.code_identity`): one digest per package on the run's path;
+    #: None in records made before it (they are stale: re-run them)
+    code: dict[str, str] | None = None
     checkpoint_sha256: str
     created: str  # ISO 8601, UTC
 
 
 class Record(_Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     protocol: ProtocolInfo
     config: ConfigInfo
     metrics: Metrics

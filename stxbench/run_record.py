@@ -12,13 +12,14 @@ from pydantic import ValidationError
 
 import stxbench
 from stxbench import cpu_pin, metrics
+from stxbench.code_identity import code_identity
 from stxbench.compile import NeuronCompiler
 from stxbench.energy import all_estimates, cost_model, energy_of
 from stxbench.errors import RunFailed
 from stxbench.execution import cudnn_settings
 from stxbench.models.base import SpikingModel
 from stxbench.numerics import used_components
-from stxbench.provenance import device_name, git_commit, now_utc
+from stxbench.provenance import cpu_kind, device_name, git_commit, now_utc
 from stxbench.record import (
     ConfigInfo,
     Counts,
@@ -107,7 +108,7 @@ def provenance(run: Run, checkpoint_sha256: str, compiler: NeuronCompiler | None
         platform=platform.platform(),
         device=device_name(run.device),
         threads=torch.get_num_threads(),
-        cpu_numerics=CpuNumerics(pin=run.config.protocol.cpu_pin, **cpu_pin.current())
+        cpu_numerics=CpuNumerics(pin=run.config.protocol.cpu_pin, cpu_kind=cpu_kind(), **cpu_pin.current())
         if run.device.type == "cpu" else None,
         execution=ExecutionInfo(
             precision=execution.precision, world_size=execution.world_size,
@@ -118,6 +119,7 @@ def provenance(run: Run, checkpoint_sha256: str, compiler: NeuronCompiler | None
         ),
         git_commit=git_commit(),
         plugin_sha256=run.host.plugin_sha256(used_components(run.config, run.host)),
+        code=code_identity([c.module for c in used_components(run.config, run.host)]),
         checkpoint_sha256=checkpoint_sha256,
         created=now_utc(),
     )

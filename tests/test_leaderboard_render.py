@@ -160,7 +160,7 @@ def test_compare_marks_the_differences(tiny_runs, cli):
 @pytest.mark.parametrize("content, message", [
     (None, "no such file"),
     ("[1, 2", "not JSON: Expecting ',' delimiter at line 1"),
-    ('{"schema_version": 2}', "not a valid result record: schema_version: Input should be 1 (+7 more)"),
+    ('{"schema_version": 3}', "not a valid result record: schema_version: Input should be 1 or 2 (+7 more)"),
 ])
 def test_compare_refuses_bad_files_with_one_line(tmp_path, tiny_runs, cli, content, message):
     bad = tmp_path / "bad.json"

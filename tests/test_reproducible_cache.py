@@ -79,7 +79,7 @@ def test_the_dense_key_holds_threads_device_precision_compile_and_stage_one_code
     assert dense_cache_path(_run(tiny_protocol, tmp_path, neuron="plif", pruner="l1p")) == dense_cache_path(base)
 
 
-def test_the_code_hash_follows_every_file_of_a_plugin_and_of_stxbench(tmp_path, monkeypatch):
+def test_the_code_hash_follows_the_code_of_a_plugin_not_its_comments(tmp_path, monkeypatch):
     folder = tmp_path / "plugins"
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))
@@ -87,10 +87,13 @@ def test_the_code_hash_follows_every_file_of_a_plugin_and_of_stxbench(tmp_path, 
     sys.modules.pop("bi_half", None)
     host = PluginHost(("bi_half",))
     component = [host.get("backend", "bi-half")]
-    before = code_sha256(host, component)
-    (folder / "bi_half.py").write_text((folder / "bi_half.py").read_text() + "\n# edited\n")
-    assert code_sha256(host, component) != before
-    assert code_sha256(host, []) != code_sha256(host, component)
+    before = code_sha256(component)
+    source = (folder / "bi_half.py").read_text()
+    (folder / "bi_half.py").write_text(source + "\n# edited\n")
+    assert code_sha256(component) == before  # a comment computes nothing
+    (folder / "bi_half.py").write_text(source + "\nEDITED = 1\n")
+    assert code_sha256(component) != before
+    assert code_sha256([]) != code_sha256(component)
 
 
 OVERWRITER = """

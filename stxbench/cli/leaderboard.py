@@ -13,7 +13,8 @@ from stxbench.cli import common
 from stxbench.cli.root import app
 from stxbench.errors import UsageError
 from stxbench.leaderboard import paired
-from stxbench.leaderboard.check import check_board
+from stxbench.leaderboard import receipts
+from stxbench.leaderboard.check import check_board, unverified, verification_lines
 from stxbench.leaderboard.render import render
 from stxbench.leaderboard.changed import changed_entries
 from stxbench.leaderboard.rerun import Rerunner, can_rerun, pick_one
@@ -21,7 +22,7 @@ from stxbench.leaderboard.store import DEFAULT_ROOT, Board, Entry, ProtocolLooku
 from stxbench.leaderboard.submit import submit
 from stxbench.leaderboard.verify import Verifier
 from stxbench.paths import check_writable_dir
-from stxbench.provenance import git_commit
+from stxbench.provenance import cpu_kind, git_commit, now_utc
 from stxbench.runconfig import resolve_device
 
 leaderboard_app = typer.Typer(
@@ -85,16 +86,21 @@ def render_command(root: Path = typer.Option(DEFAULT_ROOT, "--root", help=ROOT_H
 
 def _rerun_selection(
     entries: list[Entry], lookup: ProtocolLookup, verifier: Verifier, root: Path, patterns: list[str],
-    every: bool, changed_base: str | None, one: bool, device: str,
+    every: bool, changed_base: str | None, one: bool, device: str, unverified_only: bool = False,
 ) -> list[Entry]:
-    """The entries to re-run: every one (--rerun), those matching --rerun-only, those changed
-    since --rerun-changed BASE; and with --rerun-one one more, chosen by the commit among the
-    rest (on its own: one of all). Entries this machine cannot re-run get a line each."""
+    """The entries to re-run: every one (--rerun), those without a valid receipt
+    (--rerun-unverified), those matching --rerun-only, those changed since --rerun-changed BASE;
+    and with --rerun-one one more, chosen by the commit among the rest (on its own: one of all).
+    Entries this machine cannot re-run get a line each."""
     loaded = [e for e in entries if e.record is not None]
     chosen: list[Entry] = []
     if every:
         chosen = list(loaded)
     if patterns:
+    if unverified_only:
+        missing = unverified(loaded, verifier.code)
+        common.err_line(f"{len(missing)} of {len(loaded)} entries have no valid receipt")
+        chosen += [e for e in loaded if e.path in missing and e not in chosen]
         matching = [e for e in loaded if any(fnmatch(e.path.name, p) for p in patterns)]
         if not matching:
             example = entries[0].path.name if entries else "digits__lif__none__torch__s0.json"
@@ -130,6 +136,12 @@ def check_command(
     rerun_only: list[str] = typer.Option([], "--rerun-only", metavar="PATTERN",
         help="Re-run entries whose file name matches this glob; repeatable."),
     rerun_changed: str | None = typer.Option(None, "--rerun-changed", metavar="BASE",
+    rerun_unverified: bool = typer.Option(False, "--rerun-unverified",
+        help="Re-run every entry without a valid verification receipt (receipts/ beside entries/)."),
+    require_verified: bool = typer.Option(False, "--require-verified",
+        help="Fail unless every entry has a valid receipt or was reproduced by this check (CI)."),
+    write_receipts: bool = typer.Option(True, "--write-receipts/--no-write-receipts",
+        help="Write a receipt for each entry a CPU re-run reproduced exactly."),
         help="Re-run every entry added or modified since the git revision BASE (committed or not)."),
     rerun_one: bool = typer.Option(False, "--rerun-one",
         help="Re-run one more entry, chosen by the current git commit among those not re-run otherwise (CI's audit)."),
@@ -164,9 +176,9 @@ def check_command(
     lookup, verifier = _verifier(protocol_dir)
     entries = board.entries()
     selected = []
-    if rerun or rerun_only or rerun_one or rerun_changed is not None:
+    if rerun or rerun_only or rerun_one or rerun_unverified or rerun_changed is not None:
         selected = _rerun_selection(entries, lookup, verifier, board.root, rerun_only, rerun, rerun_changed,
-                                    rerun_one, rerun_device)
+                                    rerun_one, rerun_device, rerun_unverified)
     skipped: list[Entry] = []
 
     def skip(entry: Entry) -> None:
@@ -181,12 +193,22 @@ def check_command(
 
     def rerun_all(chosen: list[Entry]):
         handed.extend(chosen)
-        return rerunner.run(chosen)
+        found = rerunner.run(chosen)
+        reproduced.update(path for path, problems in found.items() if not problems)
+        if write_receipts and rerun_device == "cpu":
+            for entry in chosen:
+                if entry.path in reproduced:
+                    receipts.write(entry, cpu_kind(), now_utc(), git_commit())
+        return found
+    reproduced: set[Path] = set()
+
 
     problems = check_board(board, entries, verifier, rerun_all, selected)
     for line in problems:
         typer.echo(line)
     for entry in selected:
+    if require_verified:
+        problems += verification_lines(board, entries, verifier.code, reproduced)
         if entry not in handed:
             common.err_line(f"not re-run: {entry.path.name}: it fails the checks above")
     ran = len(handed) - len(skipped)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from stxbench.leaderboard import render
+from stxbench.leaderboard import receipts, render
 from stxbench.leaderboard.store import Board, Entry, entry_name, identity
 from stxbench.leaderboard.verify import Problem, Verifier
 
@@ -76,4 +76,29 @@ def check_board(
         found = rerun(list(rerun_entries))
         for entry in rerun_entries:
             lines += [problem.line(board.relative(entry.path)) for problem in found.get(entry.path, [])]
+    return lines
+
+
+def unverified(entries: list[Entry], installed_code: dict[str, str]) -> dict[Path, str]:
+    """Entries without a valid receipt (`receipts`), with why."""
+    found = {}
+    for entry in entries:
+        if entry.record is not None:
+            why = receipts.why_unverified(entry, installed_code)
+            if why is not None:
+                found[entry.path] = why
+    return found
+
+
+def verification_lines(board: Board, entries: list[Entry], installed_code: dict[str, str],
+                       reproduced: set[Path]) -> list[str]:
+    """``--require-verified``: one line per entry neither reproduced by this check nor holding a
+    valid receipt, and per receipt whose entry is gone."""
+    lines = []
+    for path, why in unverified(entries, installed_code).items():
+        if path not in reproduced:
+            lines.append(f"{board.relative(path)}: unverified: {why}, and this check did not reproduce it; "
+                         f"re-run it (`stxbench leaderboard check --rerun-only {path.name}`, any x86-64 CPU) "
+                         "and commit the receipt it writes")
+    lines += [f"{board.relative(p)}: a receipt whose entry is gone: remove it" for p in receipts.orphans(board)]
     return lines

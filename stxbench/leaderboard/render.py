@@ -20,7 +20,7 @@ from tabulate import tabulate
 from stxbench.errors import UsageError
 from stxbench.leaderboard import energy_views, plots
 from stxbench.leaderboard.sections import NBSP, curves_section, paired_section, recovery_section
-from stxbench.leaderboard.store import ENTRIES, Board, Entry, pruner_label
+from stxbench.leaderboard.store import ENTRIES, LEGACY, Board, Entry, pruner_label
 from stxbench.record import Record, atomic_write_text
 
 README = "README.md"
@@ -264,7 +264,7 @@ def leftovers(board: Board, fresh: Plan) -> list[Path]:
     if not board.root.is_dir():
         return []
     return sorted(
-        path for folder in board.root.iterdir() if folder.is_dir()
+        path for folder in board.root.iterdir() if folder.is_dir() and folder.name != LEGACY
         for path in (folder / README, *(folder / name for name in plots.PLOT_FILES), folder / energy_views.BREAKDOWN_PLOT)
         if path.is_file() and path not in expected
     )

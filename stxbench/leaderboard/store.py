@@ -21,6 +21,9 @@ from stxbench.record import Record, load_record
 
 DEFAULT_ROOT = Path("leaderboards")
 ENTRIES = "entries"
+#: ``<root>/legacy/``: boards retired as they were (entries no longer current, e.g. made under a
+#: superseded CPU pin), kept to be read; never checked, rendered or ranked
+LEGACY = "legacy"
 
 
 # -- names --------------------------------------------------------------------------------
@@ -137,7 +140,7 @@ class Board:
         """Protocol folders that hold an ``entries`` folder, by name."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / ENTRIES).is_dir())
+        return sorted(p.name for p in self.root.iterdir() if p.name != LEGACY and (p / ENTRIES).is_dir())
 
     def entry_files(self, protocol: str) -> list[Path]:
         return sorted(p for p in self.entries_dir(protocol).iterdir() if p.is_file())

@@ -3,7 +3,7 @@
 Each problem names the record field it is about, so a tampered or stale entry is reported as
 ``<file>: <field>: <what is wrong>``. The checks need no re-run: the protocol hash against the
 current protocol file, energy recomputed from the stored counts, accuracy against the stored
-correct/test counts, plugin file hashes against the installed plugin files. Numbers that only a
+correct/test counts, the code identity (`stxbench.code_identity`) against the installed code. Numbers that only a
 re-run can confirm (accuracy, counts) are checked by ``check --rerun`` (`rerun.py`).
 """
 
@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
+from pathlib import Path
+from types import ModuleType
 
 from pydantic import ValidationError
+
+import stxbench
 
 from stxbench.conventions import DEFAULT_CONVENTION, NoRawCounts
 from stxbench.cpu_pin import PINS
 from stxbench.energy import cost_model, energy_of, estimate
 from stxbench.errors import UsageError
-from stxbench.host import KINDS, PluginHost, module_sha256
+from stxbench.code_identity import CORE, core_digest, installed_identity
+from stxbench.host import KINDS, PluginHost
 from stxbench.leaderboard.names import name_problems, names_for
 from stxbench.leaderboard.problem import Problem
 from stxbench.leaderboard.store import ProtocolLookup
@@ -34,13 +40,29 @@ def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=0.0)
 
 
-def installed_plugin_files(host: PluginHost) -> dict[str, str]:
-    """sha256 of every source file of every installed plugin, keyed as records key them."""
-    files: dict[str, str] = {}
-    for kind in KINDS:
-        for name in host.names(kind):
-            files.update(module_sha256(host.get(kind, name).module))
-    return files
+def repository_plugins() -> set[str] | None:
+    """The plugin packages CI can build from this checkout: under its ``plugins/`` folder and
+    registered in its pyproject.toml's ``stxbench`` entry points (what ``pip install -e .``
+    installs); None where stxbench does not run from a checkout."""
+    repo = Path(stxbench.__file__).resolve().parent.parent
+    try:
+        project = tomllib.loads((repo / "pyproject.toml").read_text())
+    except (OSError, tomllib.TomlDecodeError):
+        return None
+    points = project.get("project", {}).get("entry-points", {}).get("stxbench", {})
+    packages = {str(target).split(":")[0].split(".")[0] for target in points.values()}
+    return {name for name in packages if (repo / "plugins" / name).exists() or (repo / "plugins" / f"{name}.py").exists()}
+
+
+def installed_code(host: PluginHost) -> dict[str, str]:
+    """The code identity of the core and of every installed plugin package, keyed as records key them."""
+    code = {CORE: core_digest()}
+    modules = [host.get(kind, name).module for kind in KINDS for name in host.names(kind)]
+    modules += [m for m in host.pm.get_plugins() if isinstance(m, ModuleType)]  # plugins that add nothing yet
+    for module in modules:
+        if module is not None and module.__name__.partition(".")[0] != CORE:
+            code.setdefault(module.__name__.partition(".")[0], installed_identity(module))
+    return code
 
 
 class Verifier:
@@ -49,13 +71,15 @@ class Verifier:
     def __init__(self, protocols: ProtocolLookup, host: PluginHost):
         self.protocols = protocols
         self.host = host
-        self._plugin_files: dict[str, str] | None = None
+        self._code: dict[str, str] | None = None
+        #: plugin packages an entry may use: those CI builds from the repository (None: any)
+        self.buildable = repository_plugins()
 
     @property
-    def plugin_files(self) -> dict[str, str]:
-        if self._plugin_files is None:
-            self._plugin_files = installed_plugin_files(self.host)
-        return self._plugin_files
+    def code(self) -> dict[str, str]:
+        if self._code is None:
+            self._code = installed_code(self.host)
+        return self._code
 
     def problems(self, record: Record) -> list[Problem]:
         try:
@@ -271,13 +295,24 @@ class Verifier:
         return found
 
     def _plugins(self, record: Record) -> list[Problem]:
+        """Stale exactly when code that computes the entry's numbers changed since it was made."""
+        if record.provenance.code is None:
+            return [Problem("provenance.code", "stale: made before stxbench recorded its code identity, "
+                            "so whether its code changed is unknown; re-run it and submit with --replace")]
         found = []
-        for file, digest in record.provenance.plugin_sha256.items():
-            field = f"provenance.plugin_sha256[{file}]"
-            current = self.plugin_files.get(file)
+        for package, digest in record.provenance.code.items():
+            field = f"provenance.code[{package}]"
+            current = self.code.get(package)
             if current is None:
-                found.append(Problem(field, "stale: no installed plugin has this file"))
+                found.append(Problem(field, f"stale: no installed plugin package {package}; install it "
+                                     "(or vendor it under plugins/) to check this entry"))
+            elif package != CORE and self.buildable is not None and package not in self.buildable:
+                found.append(Problem(field, f"plugin {package} is not in this repository, so CI cannot install "
+                                     "it and re-run the entry: vendor it under plugins/ and register it in "
+                                     "pyproject.toml (CONTRIBUTING.md, 'An entry with your own plugin')"))
             elif current != digest:
-                found.append(Problem(field, f"stale: the run used {digest[:12]}, the installed file is "
-                                     f"{current[:12]}; re-run it and submit with --replace, or remove it"))
+                what = "the core's numbers path" if package == CORE else f"plugin {package}"
+                found.append(Problem(field, f"stale: the code of {what} changed since the run "
+                                     f"({digest[:12]} -> {current[:12]}; comments and docstrings do not count); "
+                                     "re-run it and submit with --replace, or remove it"))
         return found

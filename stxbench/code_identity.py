@@ -1,0 +1,130 @@
+"""Code identity: the code that can change a run's numbers, hashed so that only what Python
+executes counts.
+
+A record holds one digest per package on its run's path (``provenance.code``): ``stxbench`` for
+the core modules that compute numbers (`NUMBERS_PATH`), and one for each plugin package the run
+used. A digest is the sha256 of each file's *normalized syntax tree*: the parsed module with its
+docstrings and free-standing strings removed, dumped without line numbers. Comments, docstrings,
+blank lines and formatting change no digest; a changed constant, operator, call or default does.
+An entry is stale exactly when one of its digests differs from the installed code's, and the
+dense cache and resumes are keyed by the same digests.
+
+The core is split by what a module does, not by what it imports: `NUMBERS_PATH` lists the
+modules that train, prune, count, price or store the numbers; `PRESENTATION` those that only
+parse options, print, plan or check (the CLI, the leaderboard, the executors, error types).
+Every core module is in exactly one list (a test holds it), so a new module is a decision.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+from pathlib import Path
+from types import ModuleType
+
+import stxbench
+
+#: core modules and folders (relative to the package) whose code can change a run's numbers
+NUMBERS_PATH = (
+    "api.py", "augment/", "checkpoints.py", "compile.py", "conventions.py", "counting.py", "cpu_pin.py",
+    "data.py", "datafiles.py", "datasets.py", "energy.py", "execution.py", "kernel_cache.py", "lif.py", "metrics.py",
+    "models/", "neuron_families.py", "neurons.py", "op_rule.py", "protocol.py", "pruners.py", "record.py",
+    "recovery.py", "run_record.py", "runconfig.py", "runner.py", "training.py",
+)
+#: core modules and folders that parse, print, plan or check, and compute no number of a run
+PRESENTATION = (
+    "__init__.py", "__main__.py", "cli/", "code_identity.py", "diagnostics.py", "errors.py", "executors/",
+    "failures.py", "hookspecs.py", "host.py", "launch.py", "leaderboard/", "numerics.py", "parity.py", "paths.py",
+    "provenance.py", "runoptions.py", "signals.py",
+)
+
+CORE = "stxbench"
+
+
+def _is_string_statement(node: ast.stmt) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def normalized_tree(source: str) -> str:
+    """The module's syntax tree without docstrings and free-standing strings, without positions."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
+            kept = [stmt for stmt in body if not _is_string_statement(stmt)]
+            node.body = kept or [ast.Pass()]  # a body of only a docstring is the same as `pass`
+    return ast.dump(tree, include_attributes=False)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's normalized syntax tree (of its bytes where it does not parse)."""
+    stat = path.stat()
+    return _file_digest(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _file_digest(path: Path, mtime_ns: int, size: int) -> str:  # parsed once per version of a file
+    raw = path.read_bytes()
+    try:
+        return hashlib.sha256(normalized_tree(raw.decode("utf-8")).encode()).hexdigest()
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return hashlib.sha256(raw).hexdigest()
+
+
+def files_digest(files: dict[str, Path]) -> str:
+    """One digest over named files (name and normalized tree of each, in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + file_digest(files[name]).encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _core_root() -> Path:
+    return Path(stxbench.__file__).resolve().parent
+
+
+def core_files(entries: tuple[str, ...] = NUMBERS_PATH) -> dict[str, Path]:
+    """The core's files named by ``entries`` (a module file, or a folder ending in ``/``)."""
+    root = _core_root()
+    found: dict[str, Path] = {}
+    for entry in entries:
+        paths = sorted((root / entry).rglob("*.py")) if entry.endswith("/") else [root / entry]
+        for path in paths:
+            if "__pycache__" not in path.parts and path.is_file():
+                found[path.relative_to(root).as_posix()] = path
+    return found
+
+
+def core_digest() -> str:
+    return files_digest(core_files())
+
+
+def package_files(module: ModuleType | None) -> dict[str, Path]:
+    """A plugin's source files by relative name: its package's ``.py`` files, or its one module."""
+    path = getattr(module, "__file__", None)
+    if not path:
+        return {}
+    path = Path(path).resolve()
+    if path.name != "__init__.py":
+        return {path.name: path}
+    return {p.relative_to(path.parent).as_posix(): p for p in sorted(path.parent.rglob("*.py"))
+            if "__pycache__" not in p.parts}
+
+
+def package_name(module: ModuleType) -> str:
+    return module.__name__.partition(".")[0]
+
+
+def code_identity(modules: list[ModuleType | None]) -> dict[str, str]:
+    """``{"stxbench": core digest, <plugin package>: digest, ...}`` for a run that used the
+    plugins defined in ``modules``."""
+    identity = {CORE: core_digest()}
+    for module in modules:
+        if module is not None:
+            identity[package_name(module)] = files_digest(package_files(module))
+    return dict(sorted(identity.items()))
+
+
+def installed_identity(module: ModuleType) -> str:
+    return files_digest(package_files(module))
