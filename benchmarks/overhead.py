@@ -31,7 +31,7 @@ from rich.console import Console
 from tabulate import tabulate
 from torch import nn
 
-from stxbench.cli.run import RichReporter
+from stxbench.cli.progress import RichReporter
 from stxbench.host import PluginHost
 from stxbench.protocol import load_protocol
 from stxbench.runconfig import resolve

@@ -133,13 +133,13 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, floor: float = 
 class Reporter(TypingProtocol):
     """How training shows progress; the CLI passes a rich implementation."""
 
-    def start(self, stage: str, total_steps: int, completed: int = 0) -> None: ...
+    def start(self, stage: str, total_steps: int, completed: int = 0, steps_per_epoch: int = 0) -> None: ...
     def advance(self, loss: float) -> None: ...
     def finish(self) -> None: ...
 
 
 class NullReporter:
-    def start(self, stage: str, total_steps: int, completed: int = 0) -> None:
+    def start(self, stage: str, total_steps: int, completed: int = 0, steps_per_epoch: int = 0) -> None:
         pass
 
     def advance(self, loss: float) -> None:
@@ -300,7 +300,7 @@ class StageLoop:
     def run(self) -> StageResult:
         """Every epoch left; after each, the checkpointer and the epoch's observers."""
         state, hooks = self.state, self.hooks
-        hooks.reporter.start(self.name, self.plan.total, completed=state.step)
+        hooks.reporter.start(self.name, self.plan.total, completed=state.step, steps_per_epoch=self.plan.per_epoch)
         start = time.perf_counter() - state.seconds
         try:
             while state.epoch < self.stage.epochs:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from tabulate import tabulate
 
 from stxbench.cli import common
 from stxbench.cli.root import app
 from stxbench.cli.options import ProtocolOption, QuietOption, SettingsOption, with_run_options
 from stxbench.checkpoints import RUN_CHECKPOINT
+from stxbench.cli.progress import reporter_for
 from stxbench.errors import RunFailed, UsageError
 from stxbench.launch import check_before_launch, launch
 from stxbench.protocol import DEFAULT_PROTOCOL
@@ -21,32 +21,6 @@ from stxbench.record import Record
 from stxbench.runconfig import RunConfig, resolve
 from stxbench.runner import RESULT_FILE, execute
 from stxbench.runoptions import RunOptions, folder_parser
-
-
-class RichReporter:
-    """Training progress as rich bars on stderr, one bar per stage."""
-
-    def __init__(self, console: Console):
-        self.console = console
-        self.progress: Progress | None = None
-        self.task = None
-
-    def start(self, stage: str, total_steps: int, completed: int = 0) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
-            console=self.console,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task(stage, total=total_steps, completed=completed, loss="-")
-
-    def advance(self, loss: float) -> None:
-        self.progress.update(self.task, advance=1, loss=f"{loss:.4f}")
-
-    def finish(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
 
 
 def default_out_dir(protocol: str, neuron: str, pruner: str, backend: str, seed: int | None) -> Path:
@@ -123,7 +97,7 @@ def run_command(
             raise RunFailed(f"torchrun with {nproc} processes failed (exit {code}); see its output above")
         return
     console = Console(stderr=True)
-    reporter = None if quiet else RichReporter(console)
+    reporter = None if quiet else reporter_for(console)
     record = execute(config, host, reporter=reporter, warn=lambda line: common.err_line(f"warning: {line}"))
     if record is not None:  # rank 0 of a torchrun job, or a plain run
         typer.echo(summary_table(record, config.out_dir / RESULT_FILE))

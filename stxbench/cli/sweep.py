@@ -40,7 +40,7 @@ from stxbench.cli.options import (
     with_run_options,
 )
 from stxbench.cli.root import app
-from stxbench.cli.run import RichReporter
+from stxbench.cli.progress import reporter_for
 from stxbench.cli.sweep_cells import Cell, existing_record, sweep_cells, unofficial_note
 from stxbench.cli.sweep_status import print_submit_hint, status_command
 from stxbench.errors import RunFailed, RunInterrupted, UsageError
@@ -288,7 +288,7 @@ def sweep_serial(cells: list[Cell], done: list[Record | None], plan: Plan, host,
         common.err_line(f"[{index_of[outcome.task.label]}/{len(cells)}] {outcome.task.label}: accuracy "
                         f"{record.metrics.accuracy:.4f} ({elapsed / 60:.1f} min so far{eta})")
 
-    run_serial(plan, host, reporter=lambda: None if quiet else RichReporter(console),
+    run_serial(plan, host, reporter=lambda: None if quiet else reporter_for(console),
                warn=lambda line: common.err_line(f"warning: {line}"), on_start=on_start, on_end=on_end)
     return ran
 
