@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -58,16 +59,32 @@ def save_state(path: Path, payload: dict[str, Any]) -> str:
     return digest
 
 
-def load_state(path: Path) -> tuple[dict[str, Any], str] | None:
+#: the largest checkpoint read back (a model of the GPU protocols with its optimizer state is
+#: a few hundred MB): a larger file is refused before it is read into memory
+MAX_CHECKPOINT_BYTES = 4 << 30
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+
+
+def load_state(path: Path, limit: int = MAX_CHECKPOINT_BYTES) -> tuple[dict[str, Any], str] | None:
     """The payload at ``path`` and the sha256 of the bytes it was read from (read once, so the
     hash is that of what was loaded even if another process replaces the file meanwhile); None
-    if absent; `CorruptCheckpoint` if it fails its hash or is not a checkpoint."""
+    if absent; `CorruptCheckpoint` if it fails its hash or is not a checkpoint. Its size and
+    first bytes are checked before it is read: a file larger than ``limit``, or that is not a
+    torch archive, is never read whole."""
     if not path.exists():
         return None
     digest_path = _digest_path(path)
     try:
-        data = path.read_bytes()
-        expected = digest_path.read_bytes().decode("ascii", "replace").strip()
+        size = path.stat().st_size
+        if size > limit:
+            raise CorruptCheckpoint(f"{path} is {size / 1e6:,.0f} MB, more than a checkpoint of this "
+                                    f"run can be ({limit / 1e6:,.0f} MB)")
+        with open(path, "rb") as fh:
+            if fh.read(4) != ZIP_MAGIC:
+                raise CorruptCheckpoint(f"{path} is not a torch checkpoint (no zip archive)")
+            data = ZIP_MAGIC + fh.read(limit)
+        with open(digest_path, "rb") as fh:
+            expected = fh.read(256).decode("ascii", "replace").strip()
     except FileNotFoundError:
         raise CorruptCheckpoint(f"{path} has no {digest_path.name}") from None
     except OSError as exc:
@@ -150,13 +167,19 @@ def dense_lock(path: Path, warn: Callable[[str], None]) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if not waited:
-                warn(f"waiting for another process to finish training the dense model {path.name}")
+                warn(f"waiting for {lock_holder(lock)} to finish training the dense model {path.name} "
+                     f"in the cache {path.parent.parent} (shared by every run using it; to use another: "
+                     "--cache-dir DIR)")
                 waited = True
             fcntl.flock(handle, fcntl.LOCK_EX)
         with contextlib.suppress(FileNotFoundError):
             if os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
                 break  # still the lock file: ours
         handle.close()  # its holder removed it on release: lock the new one
+    with contextlib.suppress(OSError):  # who holds it, for the message of those who wait
+        handle.truncate(0)
+        handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+        handle.flush()
     try:
         yield
     finally:
@@ -168,11 +191,29 @@ def dense_lock(path: Path, warn: Callable[[str], None]) -> Iterator[None]:
                 folder.rmdir()
 
 
+def lock_holder(lock: Path) -> str:
+    """The process holding a dense lock, as its file records it: ``process 4242 on host``."""
+    try:
+        with open(lock, "rb") as fh:
+            pid, _, host = fh.read(300).decode("utf-8", "replace").strip().partition(" ")
+    except OSError:
+        pid, host = "", ""
+    if not pid.isdigit():
+        return "another process"
+    here = socket.gethostname()
+    return f"process {pid}" + (f" on {host}" if host and host != here else " on this machine")
+
+
 def load_dense(path: Path, model: torch.nn.Module, warn) -> str | None:
     """Load a cached dense model if it is present, intact and fits ``model``; returns the sha256
-    of what was loaded. A corrupted entry, or one that does not fit, is retrained (warned)."""
+    of what was loaded. A corrupted entry, or one that does not fit, is retrained (warned); an
+    entry that is a folder cannot be replaced, and is refused."""
+    if path.is_dir():
+        raise UsageError(f"the dense-model cache entry {path} is a folder, not a cached model: remove "
+                         f"it, or use another cache (--cache-dir DIR)")
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     try:
-        loaded = load_state(path)
+        loaded = load_state(path, limit=2 * weights + (64 << 20))
     except CorruptCheckpoint as exc:
         warn(f"cached dense checkpoint: {exc}; retraining it")
         return None

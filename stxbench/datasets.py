@@ -83,10 +83,17 @@ def data_folder(dataset: str, root: str | None, layout: str) -> Path:
 
 
 def require_files(dataset: str, paths: Iterable[Path], layout: str) -> None:
-    """Fail with one line naming the expected layout and the first missing file."""
+    """Fail with one line naming the expected layout and the first missing file. Files in a
+    format the host knows (IDX) are then checked, header first, without reading more than their
+    header promises, and against the published shape of ``dataset`` where it has one
+    (`stxbench.datafiles`): a folder of another dataset is refused here, before any work."""
+    from stxbench.datafiles import check_data_files
+
+    paths = list(paths)
     for path in paths:
         if not path.is_file():
             raise UsageError(f"dataset '{dataset}': incomplete folder, expected {layout}; missing {path}")
+    check_data_files(dataset, paths)
 
 
 def check_options(dataset: str, options: Mapping[str, object], valid: Sequence[str]) -> None:

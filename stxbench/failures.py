@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,13 @@ def failures_explained(config: RunConfig, host: PluginHost, last: list[str]) -> 
     except (UsageError, RunFailed):
         raise
     except BaseException as exc:  # sys.exit() and other BaseExceptions of plugin code included
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # a full disk (or quota): every file is written atomically, so the last checkpoint
+            # is intact and the run resumes exactly once there is room
+            where = f" writing {exc.filename}" if exc.filename else ""
+            raise RunInterrupted(f"no space left on the device{where}: free some space (or use "
+                                 "another --out / --cache-dir)", config.out_dir, last[0] if last else None,
+                                 exit_code=1) from None
         culprit = host.blame(exc)
         if culprit is not None:
             raise RunFailed(culprit) from None

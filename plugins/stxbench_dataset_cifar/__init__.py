@@ -40,6 +40,11 @@ from stxbench.api import (
 )
 
 PIXELS = 3 * 32 * 32
+#: the largest file of either release (CIFAR-100's python ``train``: 50000 images, 155 MB), with
+#: room to spare: a larger file is not one of them, and is refused before it is read
+MAX_FILE_BYTES = 200 << 20
+#: the published split sizes: a folder holding more is another dataset
+TRAIN_IMAGES, TEST_IMAGES = 50000, 10000
 CROP_PADDING = 4  # option crop_padding: 0 = no crop (Spikformer's and SDT's timm recipes)
 _RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's array-unpickling function, any version
 ALLOWED_GLOBALS = {
@@ -61,10 +66,20 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
 
 
+def check_size(path: Path) -> int:
+    """The file's size, refused before reading when no CIFAR file is that large."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise UsageError(f"{path}: {size / 1e6:,.0f} MB; no file of a CIFAR release is larger than "
+                         f"{MAX_FILE_BYTES / 1e6:.0f} MB")
+    return size
+
+
 def load_pickle(path: Path) -> dict:
+    check_size(path)
     try:
         with open(path, "rb") as fh:
-            data = RestrictedUnpickler(io.BytesIO(fh.read()), encoding="bytes").load()
+            data = RestrictedUnpickler(io.BytesIO(fh.read(MAX_FILE_BYTES + 1)), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
         raise UsageError(f"{path}: not a CIFAR python batch: {exc}") from None
     if not isinstance(data, dict):
@@ -86,10 +101,13 @@ def python_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
 
 def binary_batch(path: Path, label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
     """Records of ``label_bytes`` label bytes (the fine label last) then 3072 pixel bytes."""
-    raw = np.fromfile(path, dtype=np.uint8)
     record = label_bytes + PIXELS
-    if raw.size == 0 or raw.size % record:
-        raise UsageError(f"{path}: size {raw.size} is not a multiple of the {record}-byte CIFAR record")
+    size = check_size(path)
+    if size == 0 or size % record:
+        raise UsageError(f"{path}: size {size} is not a multiple of the {record}-byte CIFAR record")
+    raw = np.fromfile(path, dtype=np.uint8, count=size)
+    if raw.size != size:
+        raise UsageError(f"{path}: changed while it was read ({raw.size} of {size} bytes)")
     rows = raw.reshape(-1, record)
     return rows[:, label_bytes:], rows[:, label_bytes - 1]
 
@@ -136,11 +154,15 @@ class Cifar(Dataset):
             require_files(self.name, [*train, *test, folder / r.python_meta], r.layout())
             read = lambda path: python_batch(path, r.label_key)  # noqa: E731
 
-        def join(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+        def join(paths: list[Path], published: int) -> tuple[np.ndarray, np.ndarray]:
             parts = [read(p) for p in paths]
+            images = sum(len(p[0]) for p in parts)
+            if images > published:
+                raise UsageError(f"dataset '{self.name}': {images} images in {', '.join(p.name for p in paths)}; "
+                                 f"{self.name} has {published}: the folder holds another dataset")
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-        return join(train), join(test), folder
+        return join(train, TRAIN_IMAGES), join(test, TEST_IMAGES), folder
 
     def validate_options(self, options) -> None:
         check_options(self.name, options, self.options)
@@ -155,11 +177,11 @@ class Cifar(Dataset):
         (x_train, y_train), (x_test, y_test), folder = self.read(
             data_folder(self.name, root, self.release.layout())
         )
-        top = int(max(y_train.max(), y_test.max()))
-        if top >= self.num_classes:
-            raise UsageError(
-                f"dataset '{self.name}': label {top} in {folder}; {self.name} has {self.num_classes} classes"
-            )
+        for labels in (y_train, y_test):
+            if labels.dtype.kind not in "iu" or int(labels.min()) < 0 or int(labels.max()) >= self.num_classes:
+                bad = labels.max() if labels.dtype.kind in "iu" and labels.min() >= 0 else labels.min()
+                raise UsageError(f"dataset '{self.name}': label {bad!r} in {folder}; {self.name} has "
+                                 f"labels 0..{self.num_classes - 1}")
 
         def split(x: np.ndarray, y: np.ndarray) -> torch.utils.data.TensorDataset:
             images = torch.from_numpy(np.ascontiguousarray(x).reshape(-1, 3, 32, 32))

@@ -26,6 +26,7 @@ how the Spike-driven Transformer's CIFAR10-DVS code feeds 64x64 frames.
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,44 @@ H = W = 128
 SPLIT_BY = ("number", "time")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 TRAIN_FRACTION = 0.9
+ARRAYS = ("t", "x", "y", "p")
+#: events in one recording: the longest of DVS128 Gesture and CIFAR10-DVS hold a few million
+MAX_EVENTS = 1 << 28
+
+
+def check_events_file(path: Path) -> None:
+    """One ``.npz`` checked without reading its events: a zip archive whose arrays ``t, x, y,
+    p`` are one-dimensional, of integer or boolean type and of one length, as their ``.npy``
+    headers say, and whose members are as large as those headers promise. Done for every file
+    when the dataset loads, so a broken file is refused before any work, not mid-training."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            missing = [k for k in ARRAYS if k not in members]
+            if missing:
+                raise UsageError(f"{path}: an events file needs arrays t, x, y, p; missing {missing[0]}")
+            lengths = set()
+            for key in ARRAYS:
+                info = members[key]
+                with archive.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(fh)
+                    header = fh.tell() if fh.seekable() else None
+                if len(shape) != 1 or dtype.kind not in "iub" or shape[0] > MAX_EVENTS:
+                    raise UsageError(f"{path}: array {key} is {dtype} {shape}; events are "
+                                     f"one-dimensional integers (at most {MAX_EVENTS:,})")
+                if header is not None and info.file_size != header + shape[0] * dtype.itemsize:
+                    raise UsageError(f"{path}: array {key} is cut short or padded ({info.file_size} bytes "
+                                     f"for {shape[0]} {dtype} values)")
+                lengths.add(shape[0])
+            if len(lengths) > 1:
+                raise UsageError(f"{path}: arrays t, x, y, p differ in length ({sorted(lengths)})")
+    except UsageError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise UsageError(f"{path}: not a readable .npz of events: {' '.join(str(exc).split())}") from None
 
 
 def frame_index(t: np.ndarray, frames: int, split_by: str) -> np.ndarray:
@@ -101,6 +140,9 @@ class EventClips(torch.utils.data.Dataset):
                 raise UsageError(
                     f"{self.files[i]}: an events file needs arrays t, x, y, p; missing {missing[0]}"
                 )
+            x, y = np.asarray(events["x"]), np.asarray(events["y"])
+            if len(x) and (int(x.min()) < 0 or int(y.min()) < 0 or int(x.max()) >= W or int(y.max()) >= H):
+                raise UsageError(f"{self.files[i]}: events outside the {W}x{H} sensor")
             frames = integrate(events, self.frames, self.split_by)
         return resize(torch.from_numpy(frames), self.size), self.labels[i]
 
@@ -118,6 +160,8 @@ def class_files(dataset: str, folder: Path, classes: list[str], layout: str) -> 
             raise UsageError(
                 f"dataset '{dataset}': incomplete folder, expected {layout}; no .npz files in {path}"
             )
+        for file in files:
+            check_events_file(file)
         out.append(files)
     return out
 
