@@ -221,3 +221,21 @@ def resolve(
         out_dir=out_dir,
         plugins=tuple(plugins),
     )
+
+
+def unofficial_reasons(configs: list[RunConfig]) -> list[str]:
+    """Why these runs are unofficial (their records cannot go to the leaderboard), from the
+    fields that decide `RunConfig.official`: a ``--set`` that changes the protocol, a seed the
+    protocol does not list. Empty when every one is official."""
+    unofficial = [c for c in configs if not c.official]
+    why = []
+    overrides = sorted({key for config in unofficial for key in config.overrides})
+    if overrides:
+        why.append(f"--set {', '.join(overrides)} changes the protocol")
+    seeds = sorted({config.seed for config in unofficial if config.seed not in config.protocol.seeds})
+    if seeds:
+        listed = ", ".join(map(str, unofficial[0].protocol.seeds))
+        why.append(f"seed(s) {', '.join(map(str, seeds))} not among the protocol's ({listed})")
+    if unofficial and not why:  # official is decided above; a new rule must say its reason here
+        why.append("the protocol or seed differs from the official configuration")
+    return why

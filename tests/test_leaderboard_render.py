@@ -139,7 +139,8 @@ def test_render_removes_the_views_of_a_protocol_without_entries(tmp_path, tiny_r
 # -- compare --------------------------------------------------------------------------------
 
 
-def test_compare_marks_the_differences(tiny_runs, cli):
+def test_compare_marks_the_differences(tiny_runs, cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # one line per field (at 100 columns long names wrap)
     a, b = tiny_runs.records["lif-s0"], tiny_runs.records["lif-s1"]
     result = cli("compare", str(a), str(b))
     assert result.code == 0

@@ -68,6 +68,11 @@ def test_area_under_the_recovery_curve_by_hand():
     assert recovery_auc(curve[:1]) == 0.5
 
 
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # one line per row, as rows_of reads them (at 100 they wrap)
+
+
 def rows_of(stdout: str) -> dict[tuple[str, str], list[str]]:
     """Verdict table rows by (a - b, pruner)."""
     out = {}

@@ -294,7 +294,8 @@ def test_local_workers_take_the_gpus_in_turn(tmp_path):
 
 
 @pytest.mark.parametrize("case, fake, args, message", [
-    ("--jobs 0", None, ["--executor", "local", "--jobs", "0"], "error: --jobs must be >= 1, got 0"),
+    ("--jobs 0", None, ["--executor", "local", "--jobs", "0"], "error: --jobs must be in 1.."),
+    ("--jobs beyond the CPUs", None, ["--executor", "local", "--jobs", "100000"], "error: --jobs must be in 1.."),
     ("--jobs with serial", None, ["--jobs", "2"], "error: --jobs applies to --executor local only (got --executor serial"),
     ("--jobs with slurm", "all", ["--executor", "slurm", "--jobs", "2"], "error: --jobs applies to --executor local only"),
     ("slurm option without slurm", None, ["--partition", "gpu"], "error: --partition applies to --executor slurm only"),

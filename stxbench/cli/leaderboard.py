@@ -7,9 +7,9 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import typer
-from tabulate import tabulate
 
 from stxbench.cli import common
+from stxbench.cli.layout import fit_table, widest, width, wrap
 from stxbench.cli.root import app
 from stxbench.errors import UsageError
 from stxbench.leaderboard import paired
@@ -24,6 +24,7 @@ from stxbench.leaderboard.verify import Verifier
 from stxbench.paths import check_writable_dir
 from stxbench.provenance import cpu_kind, git_commit, now_utc
 from stxbench.runconfig import resolve_device
+from stxbench.runoptions import usable_cpus
 
 leaderboard_app = typer.Typer(
     help="Submit result records to the leaderboard, render its tables and plots, check it, compare methods.",
@@ -96,11 +97,11 @@ def _rerun_selection(
     chosen: list[Entry] = []
     if every:
         chosen = list(loaded)
-    if patterns:
     if unverified_only:
         missing = unverified(loaded, verifier.code)
         common.err_line(f"{len(missing)} of {len(loaded)} entries have no valid receipt")
         chosen += [e for e in loaded if e.path in missing and e not in chosen]
+    if patterns:
         matching = [e for e in loaded if any(fnmatch(e.path.name, p) for p in patterns)]
         if not matching:
             example = entries[0].path.name if entries else "digits__lif__none__torch__s0.json"
@@ -135,13 +136,13 @@ def check_command(
     rerun: bool = typer.Option(False, "--rerun", help="Also re-run every entry of a CPU-cheap protocol and compare."),
     rerun_only: list[str] = typer.Option([], "--rerun-only", metavar="PATTERN",
         help="Re-run entries whose file name matches this glob; repeatable."),
-    rerun_changed: str | None = typer.Option(None, "--rerun-changed", metavar="BASE",
     rerun_unverified: bool = typer.Option(False, "--rerun-unverified",
         help="Re-run every entry without a valid verification receipt (receipts/ beside entries/)."),
     require_verified: bool = typer.Option(False, "--require-verified",
         help="Fail unless every entry has a valid receipt or was reproduced by this check (CI)."),
     write_receipts: bool = typer.Option(True, "--write-receipts/--no-write-receipts",
         help="Write a receipt for each entry a CPU re-run reproduced exactly."),
+    rerun_changed: str | None = typer.Option(None, "--rerun-changed", metavar="BASE",
         help="Re-run every entry added or modified since the git revision BASE (committed or not)."),
     rerun_one: bool = typer.Option(False, "--rerun-one",
         help="Re-run one more entry, chosen by the current git commit among those not re-run otherwise (CI's audit)."),
@@ -160,10 +161,12 @@ def check_command(
     board = Board(root)
     if not board.root.is_dir():
         raise UsageError(f"--root {root}: no leaderboard folder there")
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {threads}")
-    if jobs < 1:
-        raise UsageError(f"--jobs must be >= 1, got {jobs}")
+    cpus = usable_cpus()
+    if threads is not None and not 1 <= threads <= cpus:
+        raise UsageError(f"--threads must be in 1..{cpus} (the CPUs this process may use), got {threads}")
+    if not 1 <= jobs <= cpus:
+        raise UsageError(f"--jobs must be in 1..{cpus} (one re-run per CPU this process may use at most), "
+                         f"got {jobs}")
     if rerun_budget is not None and not 0 <= rerun_budget <= 7 * 24 * 60:
         raise UsageError(f"--rerun-budget must be between 0 and {7 * 24 * 60} minutes, got {rerun_budget}")
     if rerun_device != "cpu":
@@ -191,6 +194,8 @@ def check_command(
                         on_start=lambda entry: common.err_line(f"re-running {entry.path.name} ..."), on_skip=skip)
     handed: list[Entry] = []
 
+    reproduced: set[Path] = set()
+
     def rerun_all(chosen: list[Entry]):
         handed.extend(chosen)
         found = rerunner.run(chosen)
@@ -200,15 +205,13 @@ def check_command(
                 if entry.path in reproduced:
                     receipts.write(entry, cpu_kind(), now_utc(), git_commit())
         return found
-    reproduced: set[Path] = set()
-
 
     problems = check_board(board, entries, verifier, rerun_all, selected)
+    if require_verified:
+        problems += verification_lines(board, entries, verifier.code, reproduced)
     for line in problems:
         typer.echo(line)
     for entry in selected:
-    if require_verified:
-        problems += verification_lines(board, entries, verifier.code, reproduced)
         if entry not in handed:
             common.err_line(f"not re-run: {entry.path.name}: it fails the checks above")
     ran = len(handed) - len(skipped)
@@ -248,12 +251,29 @@ def paired_command(
         raise UsageError(f"no seed of board '{protocol}' has runs of both {' / '.join(a)} and {b} "
                          f"with everything else equal: nothing to pair")
     with_auc = any(c.auc is not None for c in comparisons)
-    typer.echo(f"{protocol}: paired by seed, {factor} {', '.join(dict.fromkeys(c.a for c in comparisons))} "
-               f"against {comparisons[0].b}")
+    typer.echo(wrap(f"{protocol}: paired by seed, {factor} {', '.join(dict.fromkeys(c.a for c in comparisons))} "
+                    f"against {comparisons[0].b}"))
     headers, rows = paired.table(comparisons, factor, with_auc)
-    typer.echo(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+    typer.echo(paired_tables(headers, rows))
     for line in paired.notes(comparisons, with_auc):
-        typer.echo(line)
+        typer.echo(wrap(line))
     note = paired.accuracy_only_note(records)
     if note:
-        typer.echo(note)
+        typer.echo(wrap(note))
+
+
+def paired_tables(headers: list[str], rows: list[list[str]]) -> str:
+    """The paired table within the terminal's width: with both accuracy and AURC verdicts it is
+    12 columns, so where it does not fit it is shown as two tables, one per measure, each
+    with the columns that say what is compared."""
+    table = fit_table(rows, headers=headers, tablefmt="simple", limit=10**6)
+    if widest(table) <= width():
+        return table
+    cut = [i for i, h in enumerate(headers) if h.startswith("Δ ")]
+    if len(cut) < 2:
+        return fit_table(rows, headers=headers, tablefmt="simple")
+    keys = list(range(cut[0]))
+    parts = [keys + list(range(cut[0], cut[1])), keys + list(range(cut[1], len(headers)))]
+    return "\n\n".join(
+        fit_table([[row[i] for i in part] for row in rows], headers=[headers[i] for i in part], tablefmt="simple")
+        for part in parts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 
 import typer
-from tabulate import tabulate
+from stxbench.cli.layout import fit_table, wrap
 
 from stxbench.cli import common
 from stxbench.cli.root import app
@@ -47,7 +47,7 @@ def _neuron_family(host, spec) -> str:
 
 
 def _components(host, kind: str) -> str:
-    rows = []
+    rows, notes = [], []
     for name in host.names(kind):
         comp = host.get(kind, name)
         row = [name, comp.summary, comp.plugin]
@@ -61,8 +61,9 @@ def _components(host, kind: str) -> str:
         if kind == "backend":
             version = comp.obj.library_version()
             library = comp.obj.library or "torch"
-            row.insert(2, f"{library} {version}" if version else f"{library} (not installed: "
-                       f"pip install 'stxbench[{comp.obj.extra or library}]')")
+            row.insert(2, f"{library} {version}" if version else f"{library} (not installed)")
+            if not version:  # the command under the table: too long for a cell
+                notes.append(f"{name}: pip install 'stxbench[{comp.obj.extra or library}]' installs {library}")
             row.insert(3, _families_of(host, comp.obj))
         rows.append(row)
     headers = ["name", "description", "plugin"]
@@ -74,7 +75,8 @@ def _components(host, kind: str) -> str:
         headers.insert(2, "family")
     if kind == "backend":
         headers[2:2] = ["library", "neuron families"]
-    return tabulate(rows, headers=headers)
+    table = fit_table(rows, headers=headers, wrappable=[i for i, h in enumerate(headers) if h not in ("name", "plugin", "library")])
+    return "\n".join([table, *(wrap(note) for note in notes)])
 
 
 def _protocols() -> str:
@@ -84,7 +86,7 @@ def _protocols() -> str:
         rows.append([name, p.data.dataset, p.model.name, p.model.T,
                      f"{p.train.epochs}+{p.finetune.epochs}", "yes" if p.cpu_cheap else "no (GPU)",
                      p.description])
-    return tabulate(rows, headers=["name", "dataset", "model", "T", "epochs", "CPU-cheap", "description"])
+    return fit_table(rows, headers=["name", "dataset", "model", "T", "epochs", "CPU-cheap", "description"])
 
 
 @app.command("list")
@@ -98,8 +100,8 @@ def list_command(what: What = typer.Argument(What.all, help="Which components to
         body = _protocols() if section is What.protocols else _components(host, KIND[section])
         blocks.append(f"{TITLE.get(section, section.value)}:\n{body}")
     if host.failures:
-        blocks.append("failed plugins:\n" + tabulate(
+        blocks.append("failed plugins:\n" + fit_table(
             [[f.plugin, f.reason] for f in host.failures], headers=["plugin", "reason"]))
     if host.clashes:
-        blocks.append("name clashes (built-ins win):\n" + "\n".join(f"  {c}" for c in host.clashes))
+        blocks.append("name clashes (built-ins win):\n" + "\n".join(wrap(f"  {c}", "    ") for c in host.clashes))
     typer.echo("\n\n".join(blocks))

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from tabulate import tabulate
 
 from stxbench.cli import common
+from stxbench.cli.layout import fit_table, pruner_text, wrap
 from stxbench.cli.root import app
+from stxbench.cli.progress import reporter_for
 from stxbench.cli.options import ProtocolOption, QuietOption, SettingsOption, with_run_options
 from stxbench.checkpoints import RUN_CHECKPOINT
-from stxbench.cli.progress import reporter_for
+from stxbench.conventions import DEFAULT_CONVENTION
 from stxbench.errors import RunFailed, UsageError
 from stxbench.launch import check_before_launch, launch
 from stxbench.protocol import DEFAULT_PROTOCOL
 from stxbench.record import Record
-from stxbench.runconfig import RunConfig, resolve
+from stxbench.runconfig import RunConfig, resolve, unofficial_reasons
 from stxbench.runner import RESULT_FILE, execute
 from stxbench.runoptions import RunOptions, folder_parser
 
@@ -30,12 +32,17 @@ def default_out_dir(protocol: str, neuron: str, pruner: str, backend: str, seed:
 
 
 def summary_table(record: Record, path: Path) -> str:
+    """The table a run prints, then the notes on what it leaves out (every line within the
+    terminal's width: long lines wrap)."""
     m, t = record.metrics, record.timing
-    energy = f"{record.energy.mj_per_sample:.6f} mJ ({record.energy.model_id})" if record.energy else "not counted"
+    energy = "not counted"
+    if record.energy:
+        e = record.energy
+        energy = f"{e.mj_per_sample:.6f} mJ ({e.model_id}, convention {e.convention or DEFAULT_CONVENTION})"
     ops = "not counted"
     if record.counts:
         k = record.counts
-        ops = f"{k.mac:,.0f} MAC / {k.ac:,.0f} AC / {k.ac_int:,.0f} int AC  ({k.subset})"
+        ops = f"{k.mac:,.0f} MAC / {k.ac:,.0f} AC / {k.ac_int:,.0f} int AC"
     dense_time = f"{t.dense_s:.1f} s" if t.dense_s is not None else "cached"
     rec = record.recovery
     if rec is not None:
@@ -50,14 +57,43 @@ def summary_table(record: Record, path: Path) -> str:
         ["params total / effective", f"{m.params_total:,} / {m.params_effective:,}"],
         ["ST-matrix sparsity", f"{m.sparsity:.4f}"],
         ["firing rate", f"{m.firing_rate:.4f}"],
-        ["ops / sample", ops],
-        ["energy / sample", energy],
+        ["ops / sample (mean)", ops],
+        ["energy / sample (mean)", energy],
         ["time dense / finetune / eval", f"{dense_time} / {t.finetune_s:.1f} s / {t.eval_s:.2f} s"],
     ]
     c, p = record.config, record.protocol
     head = (f"{p.name} ({'official' if p.official else 'unofficial'}) | neuron {c.neuron} | pruner "
-            f"{c.pruner} {c.pruner_params or ''} | backend {c.backend} | seed {c.seed}")
-    return f"{head}\n{tabulate(rows, tablefmt='simple_outline')}\nrecord: {path}"
+            f"{pruner_text(c.pruner, c.pruner_params)} | backend {c.backend} | seed {c.seed}")
+    lines = [wrap(head), fit_table(rows, tablefmt="simple_outline", wrappable=(1,)), wrap(f"record: {path}")]
+    lines += [wrap(note) for note in summary_notes(record, path)]
+    return "\n".join(lines)
+
+
+def summary_notes(record: Record, path: Path) -> list[str]:
+    """What the summary leaves out, named: that op counts and energy are means over the counted
+    test samples (hence fractional), and the record's other energy estimates (other counting
+    conventions, cost models, DSP factors priced merged), the lowest of them with what it is."""
+    notes = []
+    if record.counts:
+        k = record.counts
+        notes.append(f"ops and energy: mean per sample over the {k.samples} test samples {k.subset} (spikes "
+                     "differ from sample to sample, so the counts are fractional)")
+    e = record.energy
+    variants = [v for v in record.energies or []
+                if e is None or not (v.cost_model == e.model_id and v.pricing == "as-run"
+                                     and v.convention == (e.convention or DEFAULT_CONVENTION))]
+    if variants:
+        low = min(variants, key=lambda v: v.mj_per_sample)
+        lowest = f"lowest {low.mj_per_sample:.6f} mJ ({low.cost_model}, convention {low.convention}, {low.pricing})"
+        same = [v for v in variants if e is not None and v.cost_model == e.model_id]
+        if same and min(same, key=lambda v: v.mj_per_sample) is not low:
+            near = min(same, key=lambda v: v.mj_per_sample)
+            lowest = (f"lowest under {e.model_id} {near.mj_per_sample:.6f} mJ (convention {near.convention}, "
+                      f"{near.pricing}); {lowest.replace('lowest', 'lowest of all', 1)}")
+        notes.append(f"energy: {len(variants)} other estimates in {path.name} (other counting conventions, "
+                     f"cost models, factorised matrices priced merged); {lowest}; list them: "
+                     f"stxbench energy {path} --variants")
+    return notes
 
 
 @app.command("run")
@@ -89,7 +125,12 @@ def run_command(
         host, protocol=protocol, neuron=neuron, pruner=pruner, backend=backend, seed=seed,
         settings=settings, out_dir=out_dir, options=options, plugins=common.STATE.plugins,
     )
-    common.restart_pinned(config.protocol, config.device)
+    common.restart_pinned(config.protocol, config.device)  # (the note below comes after: said once)
+    if "RANK" not in os.environ:  # by the command the user typed, not by each torchrun process
+        why = unofficial_reasons([config])
+        if why:
+            common.err_line(f"note: this run will be unofficial ({'; '.join(why)}): its record cannot go "
+                            "to the leaderboard")
     if nproc is not None:
         check_before_launch(config, host, nproc)
         code = launch(nproc, config.plugins, child_args(config, protocol, settings, quiet))

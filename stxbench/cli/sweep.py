@@ -29,9 +29,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from tabulate import tabulate
 
 from stxbench.cli import common
+from stxbench.cli.layout import fit_table
 from stxbench.cli.options import (
     ProtocolOption,
     QuietOption,
@@ -53,7 +53,7 @@ from stxbench.paths import check_not_in_use
 from stxbench.protocol import DEFAULT_PROTOCOL
 from stxbench.record import Record, load_record
 from stxbench.runner import RESULT_FILE
-from stxbench.runoptions import RunOptions, folder_parser
+from stxbench.runoptions import RunOptions, folder_parser, usable_cpus
 
 sweep_app = typer.Typer()
 app.add_typer(sweep_app, name="sweep")
@@ -94,7 +94,7 @@ def summary(records: list[Record]) -> str:
         ])
     headers = ["neuron", "pruner", "backend", "seeds", "accuracy (mean ± std)", "before fine-tune",
                "params effective", "sparsity", "firing rate"]
-    return tabulate(rows, headers=headers)
+    return fit_table(rows, headers=headers)
 
 
 # -- the executor ---------------------------------------------------------------------------
@@ -138,8 +138,10 @@ def choose_local(jobs: int | None, options: RunOptions) -> tuple[ExecutorChoice,
     gpus = visible_gpus() if options.device != "cpu" else []
     if jobs is None:
         jobs = len(gpus) or len(os.sched_getaffinity(0))
-    if jobs < 1:
-        raise UsageError(f"--jobs must be >= 1, got {jobs}")
+    most = max(usable_cpus(), len(gpus))  # each worker is a process with a CPU (or a GPU) of its own
+    if not 1 <= jobs <= most:
+        what = "CPU this process may use" + (" or visible GPU" if gpus else "")
+        raise UsageError(f"--jobs must be in 1..{most} (one worker per {what} at most), got {jobs}")
     if gpus and options.device.startswith("cuda:"):
         raise UsageError(f"--device {options.device} with --executor local: each worker sees one GPU; "
                          "use --device cuda or auto")

@@ -15,7 +15,7 @@ from stxbench.host import PluginHost
 from stxbench.leaderboard.store import params_slug
 from stxbench.protocol import Protocol, load_protocol
 from stxbench.record import Record, load_record
-from stxbench.runconfig import RunConfig, check_grid, check_seed, resolve, split_settings
+from stxbench.runconfig import RunConfig, check_grid, check_seed, resolve, split_settings, unofficial_reasons
 from stxbench.runner import RESULT_FILE
 from stxbench.runoptions import RunOptions
 
@@ -64,18 +64,12 @@ class Cell:
 def unofficial_note(cells: list[Cell]) -> str | None:
     """Said before any work: which runs of a sweep will be unofficial, and why (their records
     cannot go to the leaderboard), so nobody learns it after hours of runs."""
-    unofficial = [c.config for c in cells if not c.config.official]
-    if not unofficial:
+    configs = [c.config for c in cells]
+    why = unofficial_reasons(configs)
+    if not why:
         return None
-    why = []
-    overrides = sorted({key for config in unofficial for key in config.overrides})
-    if overrides:
-        why.append(f"--set {', '.join(overrides)} changes the protocol")
-    seeds = sorted({config.seed for config in unofficial if config.seed not in config.protocol.seeds})
-    if seeds:
-        listed = ", ".join(map(str, unofficial[0].protocol.seeds))
-        why.append(f"seed(s) {', '.join(map(str, seeds))} not among the protocol's ({listed})")
-    return (f"note: {len(unofficial)} of {len(cells)} runs will be unofficial ({'; '.join(why)}): "
+    count = sum(not config.official for config in configs)
+    return (f"note: {count} of {len(cells)} runs will be unofficial ({'; '.join(why)}): "
             "their records cannot go to the leaderboard")
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import typer
-from tabulate import tabulate
+from stxbench.cli.layout import fit_table, wrap
 
 from stxbench.executors.status import TaskStatus, find_sweeps, sweep_status
 from stxbench.record import load_record
@@ -29,13 +29,13 @@ def status_command(
             typer.echo(f"dense models: {counts(dense)}")
         tasks = [*dense, *runs]
         rows = [[s.label, s.status, s.job_id if s.status != "done" and s.job_id else "", note(s)] for s in tasks]
-        typer.echo(tabulate(rows, headers=["task", "status", "job", "note"]))
+        typer.echo(fit_table(rows, headers=["task", "status", "job", "note"]))
         for s in tasks:  # one line each: a reason and a log path do not fit a table
             if s.status == "failed":
-                typer.echo(f"failed {s.label}: {s.reason}" + (f" (log: {s.log})" if s.log else ""))
+                typer.echo(wrap(f"failed {s.label}: {s.reason}" + (f" (log: {s.log})" if s.log else "")))
         hint = submit_hint(sweep, manifest.protocol_arg)
         if hint:
-            typer.echo(hint)
+            typer.echo(wrap(hint))
 
 
 def counts(statuses: list[TaskStatus]) -> str:
