@@ -7,7 +7,16 @@ finish honestly (`RunFailed`) prints one line and exits 1; nothing half-written 
 
 from __future__ import annotations
 
-import shlex
+import os
+
+# OpenMP threads that wait by spinning keep their core: two runs with the default threads on one
+# machine then wait at every barrier of the compiled kernels for a thread the other run's spinning
+# threads keep off the CPU (measured: 1.6 steps/s each instead of 21 alone; with sleeping waiters
+# no collapse, benchmarks/concurrent_runs.py). torch's OpenMP reads this once, when it loads:
+# before any import of torch. A value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import shlex  # noqa: E402  (the environment above must be set before torch loads)
 import sys
 import traceback
 from pathlib import Path
