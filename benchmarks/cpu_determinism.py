@@ -91,6 +91,9 @@ PINS: dict[str, dict[str, str]] = {
                    "MKL_CBWR": "COMPATIBLE,STRICT"},
     # ATen at AVX2, MKL's cross-vendor branch, convolutions through MKL instead of oneDNN
     "pin-portable": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE,STRICT", "STXBENCH_PROBE_MKLDNN": "0"},
+    # portable-v2, the current pin: portable plus IEEE square roots in place of MKL's (stxbench.cpu_pin)
+    "pin-portable-v2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE,STRICT", "STXBENCH_PROBE_MKLDNN": "0",
+                        "STXBENCH_PROBE_IEEE_SQRT": "1"},
     # the same with oneDNN capped at AVX2 instead of off
     "pin-portable-onednn": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE,STRICT",
                             "ONEDNN_MAX_CPU_ISA": "AVX2"},
@@ -100,6 +103,9 @@ PINS: dict[str, dict[str, str]] = {
 CHILD = """
 import os, sys, torch
 torch.backends.mkldnn.enabled = os.environ.get("STXBENCH_PROBE_MKLDNN", "1") == "1"
+if os.environ.get("STXBENCH_PROBE_IEEE_SQRT") == "1":
+    from stxbench.cpu_pin import install_ieee_sqrt
+    install_ieee_sqrt()
 from stxbench.cli import main
 main(sys.argv[1:])
 """
