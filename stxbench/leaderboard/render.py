@@ -184,11 +184,14 @@ def protocol_readme(protocol: str, rows: list[Row]) -> str:
     return "\n".join(line for section in README_SECTIONS for line in section(protocol, rows))
 
 
-def index_readme(protocol_rows: dict[str, list[Row]]) -> str:
+def index_readme(protocol_rows: dict[str, list[Row]], legacy: list[str] = ()) -> str:
     lines = ["# stxbench leaderboards", "", HEADER_NOTE, ""]
+    retired = ([f"Retired boards, kept as they were and no longer checked: "
+                f"{', '.join(f'[{name}]({LEGACY}/{name}/{README})' for name in legacy)} "
+                f"([why]({LEGACY}/{README})).", ""] if legacy else [])
     if not protocol_rows:
         lines += ["No entries yet. The Contributing section of the top-level README says how to "
-                  "produce and submit them.", ""]
+                  "produce and submit them.", "", *retired]
         return "\n".join(lines)
     table = []
     for protocol, rows in sorted(protocol_rows.items()):
@@ -200,7 +203,7 @@ def index_readme(protocol_rows: dict[str, list[Row]]) -> str:
             f"{_accuracy_cell(best)} ({best.label})",
         ])
     headers = ["protocol", "dataset", "model", "T", "entries", "rows", "best accuracy (%)"]
-    lines += [tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), ""]
+    lines += [tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), "", *retired]
     return "\n".join(lines)
 
 
@@ -246,7 +249,9 @@ def plan(board: Board) -> Plan:
         if entry.record is not None:
             by_protocol.setdefault(entry.folder_protocol, []).append((entry.path.name, entry.record))
     protocol_rows = {protocol: group_rows(items) for protocol, items in by_protocol.items()}
-    files = [Rendered(board.root / README, text=index_readme(protocol_rows))]
+    legacy_dir = board.root / LEGACY
+    legacy = sorted(p.name for p in legacy_dir.iterdir() if (p / README).is_file()) if legacy_dir.is_dir() else []
+    files = [Rendered(board.root / README, text=index_readme(protocol_rows, legacy))]
     for protocol, rows in sorted(protocol_rows.items()):
         folder = board.root / protocol
         files.append(Rendered(folder / README, text=protocol_readme(protocol, rows)))
