@@ -63,3 +63,28 @@ def test_a_redirected_run_shows_its_stages(tiny_protocol, tmp_path, cli):
     lines = result.stderr.splitlines()
     assert any(line.startswith("dense      epoch 1/2  step 0/") and line.endswith("started") for line in lines)
     assert any(line.startswith("finetune   epoch 1/1  step ") and line.endswith("done") for line in lines)
+
+
+def test_a_cold_kernel_cache_is_announced_once(tmp_path, monkeypatch, capsys):
+    """The first run on a machine compiles its neuron kernels for about a minute before its
+    first step: the CLI says so before, and says nothing once the cache holds kernels."""
+    from types import SimpleNamespace
+
+    from stxbench.cli.run import kernel_cache_folder, say_first_compile
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    config = SimpleNamespace(device="cpu", compile=False, backend="torch", cache_dir=tmp_path / "cache",
+                             protocol=SimpleNamespace(cpu_pin="portable-v2"))
+    folder = kernel_cache_folder(config)
+    assert folder == tmp_path / "cache" / "inductor" / "aten-avx2"
+    say_first_compile(config)
+    err = capsys.readouterr().err
+    assert err == (f"note: no compiled kernels in {folder} yet: compiling this run's neuron kernels takes "
+                   "about a minute before the first step (later runs load them)\n")
+    say_first_compile(SimpleNamespace(**{**vars(config), "backend": "snntorch"}))  # eager: nothing to compile
+    assert capsys.readouterr().err == ""
+    folder.mkdir(parents=True)
+    (folder / "kernel.so").write_bytes(b"")
+    say_first_compile(config)
+    assert capsys.readouterr().err == ""

@@ -25,6 +25,29 @@ from stxbench.runner import RESULT_FILE, execute
 from stxbench.runoptions import RunOptions, folder_parser
 
 
+def kernel_cache_folder(config: RunConfig) -> Path:
+    """Where this run's compiled kernels are cached (`stxbench.compile.use_cache_dir`, per CPU
+    capability as `stxbench.kernel_cache` keeps them)."""
+    folder = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or config.cache_dir / "inductor")
+    if folder.name.startswith("aten-"):
+        folder = folder.parent
+    pin = config.protocol.cpu_pin
+    capability = "avx2" if pin and config.device == "cpu" else os.environ.get("ATEN_CPU_CAPABILITY")
+    return folder / f"aten-{capability}" if capability else folder
+
+
+def say_first_compile(config: RunConfig) -> None:
+    """A cold kernel cache costs a minute before the first step (the torch backend's fused
+    kernels, spikingjelly's compiled neurons): say so before it is paid, once per cache."""
+    if config.device != "cpu" or not (config.compile or config.backend == "torch"):
+        return
+    folder = kernel_cache_folder(config)
+    if folder.is_dir() and any(folder.iterdir()):
+        return
+    common.err_line(f"note: no compiled kernels in {folder} yet: compiling this run's neuron kernels takes "
+                    "about a minute before the first step (later runs load them)")
+
+
 def default_out_dir(protocol: str, neuron: str, pruner: str, backend: str, seed: int | None) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     name = Path(protocol).stem
@@ -140,6 +163,7 @@ def run_command(
     console = Console(stderr=True)
     reporter = None if quiet else reporter_for(console)
     record = execute(config, host, reporter=reporter, warn=lambda line: common.err_line(f"warning: {line}"))
+    say_first_compile(config)
     if record is not None:  # rank 0 of a torchrun job, or a plain run
         typer.echo(summary_table(record, config.out_dir / RESULT_FILE))
 
