@@ -46,3 +46,21 @@ class RunInterrupted(RunFailed):
         kept = (f"the last checkpoint ({last_checkpoint}) is in {out_dir}" if last_checkpoint
                 else "no epoch had finished, so there is no checkpoint")
         super().__init__(f"{reason}; {kept}")
+
+
+def unknown_key(kind: str, name: str, choices: Iterable[str], how_many: int = 5) -> UsageError:
+    """For a long list of valid names (a protocol's ~70 keys): the closest few, not all of them.
+    `unknown protocol key 'train.epoch'; did you mean 'train.epochs'? closest valid: ...`; with
+    nothing close, the valid keys of the same section (``train.``), else the sections."""
+    valid = sorted(set(choices))
+    close = difflib.get_close_matches(name, valid, n=how_many, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    if not close:
+        section = name.rpartition(".")[0]
+        close = [c for c in valid if section and c.startswith(f"{section}.")][:how_many]
+    if close:
+        more = len(valid) - len(close)
+        rest = f" ({more} more)" if more > 0 else ""
+        return UsageError(f"unknown {kind} '{name}'{hint} closest valid: {', '.join(close)}{rest}")
+    tops = sorted({c.partition(".")[0] for c in valid})
+    return UsageError(f"unknown {kind} '{name}'; valid keys start with {', '.join(tops)}")

@@ -199,13 +199,15 @@ class Backend(ABC):
         if surrogate.name not in self.surrogates:
             raise UsageError(
                 f"backend '{self.name}' has no '{surrogate.name}' surrogate; "
-                f"valid: {', '.join(self.surrogates)}"
+                f"valid: {', '.join(self.surrogates)} (choose one with --set model.surrogate="
+                f"{self.surrogates[0] if self.surrogates else '...'}, which makes the run unofficial)"
             )
         fixed = self.fixed_alphas.get(surrogate.name)
         if fixed is not None and surrogate.alpha != fixed:
             raise UsageError(
                 f"backend '{self.name}' computes the '{surrogate.name}' surrogate only with "
-                f"alpha={fixed:g}, not {surrogate.alpha:g}"
+                f"alpha={fixed:g}, not {surrogate.alpha:g} (--set model.surrogate_alpha={fixed:g}, "
+                "which makes the run unofficial)"
             )
 
     def compile_by_default(self, device_type: str) -> bool:

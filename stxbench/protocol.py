@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from stxbench.errors import UsageError, unknown_choice
+from stxbench.errors import UsageError, unknown_choice, unknown_key
 
 DEFAULT_PROTOCOL = "digits"
 
@@ -399,7 +399,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
         if key in ("name", "description"):
             raise UsageError(f"--set {key}: a protocol's {key} cannot be overridden")
         if key not in keys and not any(key.startswith(f"{d}.") for d in dict_fields):
-            raise unknown_choice("protocol key", key, keys)
+            raise unknown_key("protocol key", key, keys)
         node = out
         *parents, leaf = key.split(".")
         for part in parents:
@@ -467,7 +467,11 @@ def read_protocol_text(path: Path) -> str:
         if path.stat().st_size > MAX_PROTOCOL_BYTES:
             raise UsageError(f"protocol {path}: {path.stat().st_size / 1e6:.1f} MB; a protocol file is "
                              f"at most {MAX_PROTOCOL_BYTES >> 20} MiB")
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:  # never more than a protocol's size (a FIFO, /dev/zero...)
+            raw = fh.read(MAX_PROTOCOL_BYTES + 1)
+        if len(raw) > MAX_PROTOCOL_BYTES:
+            raise UsageError(f"protocol {path}: more than {MAX_PROTOCOL_BYTES >> 20} MiB; a protocol file is "
+                             f"at most {MAX_PROTOCOL_BYTES >> 20} MiB")
     except OSError as exc:
         raise UsageError(f"protocol {path}: cannot read: {exc.strerror}") from None
     try:

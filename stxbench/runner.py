@@ -250,8 +250,10 @@ def execute(
     host: PluginHost,
     reporter: Reporter | None = None,
     warn: Callable[[str], None] = lambda line: print(f"warning: {line}", file=sys.stderr),
+    before_work: Callable[[], None] | None = None,
 ) -> Record | None:
-    """Run every stage and write ``<out>/result.json``. Returns the validated record (None on
+    """Run every stage and write ``<out>/result.json``. ``before_work`` is called once every
+    check has passed (data loaded, model built), before the first stage starts. Returns the validated record (None on
     the processes of a distributed run other than rank 0, which write nothing).
 
     A checkpoint in ``--out`` (left by a run that was killed or interrupted) is resumed from;
@@ -275,7 +277,8 @@ def execute(
                 if execution.is_main and (config.out_dir / RESULT_FILE).exists():  # finished meanwhile
                     raise UsageError(f"--out {config.out_dir} already holds a finished run ({RESULT_FILE}); "
                                      "choose another --out")
-                record = _execute(config, host, execution, reporter or NullReporter(), warn, last)
+                record = _execute(config, host, execution, reporter or NullReporter(), warn, last,
+                                  before_work if execution.is_main else None)
                 barrier(execution)  # the others wait until rank 0 has written the record
             return record
 
@@ -302,11 +305,14 @@ def execute_dense(
 
 
 def _execute(config: RunConfig, host: PluginHost, execution: Execution, reporter: Reporter,
-             warn: Callable[[str], None], last_checkpoint: list[str]) -> Record | None:
+             warn: Callable[[str], None], last_checkpoint: list[str],
+             before_work: Callable[[], None] | None = None) -> Record | None:
     run = start_run(config, host, execution, reporter, warn, last_checkpoint)
     use_cache_dir(config.cache_dir)  # kernels a backend compiles itself (the torch backend's) too
     model = build_model(run)
     compiler = compile_neurons(model, config.cache_dir, warn) if config.compile else None
+    if before_work is not None:
+        before_work()
     outcome = Outcome(metrics.count_parameters(model), metrics.dense_shapes(model))
     outcome.dense_s, outcome.checkpoint_sha256 = stage_dense(run, model)
     # With a validation split the test set is touched once, at the end: the accuracies before

@@ -107,12 +107,12 @@ def summary_notes(record: Record, path: Path) -> list[str]:
                                      and v.convention == (e.convention or DEFAULT_CONVENTION))]
     if variants:
         low = min(variants, key=lambda v: v.mj_per_sample)
-        lowest = f"lowest {low.mj_per_sample:.6f} mJ ({low.cost_model}, convention {low.convention}, {low.pricing})"
+        lowest = f"the lowest {low.mj_per_sample:.6f} mJ ({low.cost_model}, convention {low.convention}, {low.pricing})"
         same = [v for v in variants if e is not None and v.cost_model == e.model_id]
-        if same and min(same, key=lambda v: v.mj_per_sample) is not low:
-            near = min(same, key=lambda v: v.mj_per_sample)
-            lowest = (f"lowest under {e.model_id} {near.mj_per_sample:.6f} mJ (convention {near.convention}, "
-                      f"{near.pricing}); {lowest.replace('lowest', 'lowest of all', 1)}")
+        near = min(same, key=lambda v: v.mj_per_sample) if same else None
+        if near is not None and near is not low and near.mj_per_sample < e.mj_per_sample:
+            lowest = (f"under {e.model_id} as low as {near.mj_per_sample:.6f} mJ (convention {near.convention}, "
+                      f"{near.pricing}); {lowest}")
         notes.append(f"energy: {len(variants)} other estimates in {path.name} (other counting conventions, "
                      f"cost models, factorised matrices priced merged); {lowest}; list them: "
                      f"stxbench energy {path} --variants")
@@ -148,22 +148,26 @@ def run_command(
         host, protocol=protocol, neuron=neuron, pruner=pruner, backend=backend, seed=seed,
         settings=settings, out_dir=out_dir, options=options, plugins=common.STATE.plugins,
     )
-    common.restart_pinned(config.protocol, config.device)  # (the note below comes after: said once)
-    if "RANK" not in os.environ:  # by the command the user typed, not by each torchrun process
-        why = unofficial_reasons([config])
+    common.restart_pinned(config.protocol, config.device)
+    why = unofficial_reasons([config])
+
+    def say_unofficial() -> None:  # once every check has passed, before the first stage
         if why:
             common.err_line(f"note: this run will be unofficial ({'; '.join(why)}): its record cannot go "
                             "to the leaderboard")
+
     if nproc is not None:
         check_before_launch(config, host, nproc)
+        say_unofficial()  # here, by the command the user typed, not by each torchrun process
         code = launch(nproc, config.plugins, child_args(config, protocol, settings, quiet))
         if code:
             raise RunFailed(f"torchrun with {nproc} processes failed (exit {code}); see its output above")
         return
+    say_first_compile(config)
     console = Console(stderr=True)
     reporter = None if quiet else reporter_for(console)
-    record = execute(config, host, reporter=reporter, warn=lambda line: common.err_line(f"warning: {line}"))
-    say_first_compile(config)
+    record = execute(config, host, reporter=reporter, warn=lambda line: common.err_line(f"warning: {line}"),
+                     before_work=say_unofficial if "RANK" not in os.environ else None)
     if record is not None:  # rank 0 of a torchrun job, or a plain run
         typer.echo(summary_table(record, config.out_dir / RESULT_FILE))
 
