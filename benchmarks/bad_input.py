@@ -292,6 +292,97 @@ NUMBERS = [
     Case("--workers 10000", RUN + ["--workers", "10000"], _tiny),
     Case("--nproc beyond the CPUs", RUN + ["--nproc", "128", "--device", "cpu"], _tiny),  # 128 divides the batch
     Case("--device cuda:99", RUN + ["--device", "cuda:99"], _tiny),
+    Case("sweep --jobs beyond the CPUs", ["sweep", "--protocol", "tiny.toml", "--executor", "local", "--jobs", "100000",
+                                          "--out", "out", "--cache-dir", "cache"], _tiny),
+    Case("leaderboard check --jobs beyond the CPUs", ["leaderboard", "check", "--root", "_lb", "--jobs", "100000"],
+         lambda r: (r / "_lb").mkdir(exist_ok=True)),
+    Case("leaderboard check --threads beyond the CPUs", ["leaderboard", "check", "--root", "_lb", "--threads",
+                                                         "100000"], lambda r: (r / "_lb").mkdir(exist_ok=True)),
+]
+
+MNIST_TINY = TINY.replace('dataset = "digits"', 'dataset = "mnist"')
+MNIST_RUN = run_args(protocol="mnist.toml") + ["--data-root", "_data"]
+
+
+def _idx(dims: tuple[int, ...], data: bytes) -> bytes:
+    import struct
+
+    return struct.pack(">HBB", 0, 8, len(dims)) + struct.pack(f">{len(dims)}I", *dims) + data
+
+
+def _mnist(images: tuple[int, int] = (28, 28), labels: int = 10,
+           replace: dict[str, bytes] | None = None) -> Callable[[Path], None]:
+    """``_data``: a tiny MNIST folder (20 training, 10 test images), its files replaced by
+    ``replace`` (name -> bytes; a name ending .gz replaces the plain file)."""
+
+    def setup(root: Path) -> None:
+        _tiny(root, MNIST_TINY, "mnist.toml")
+        data = root / "_data"
+        shutil.rmtree(data, ignore_errors=True)
+        data.mkdir()
+        for split, n in (("train", 20), ("t10k", 10)):
+            (data / f"{split}-images-idx3-ubyte").write_bytes(_idx((n, *images), bytes(n * images[0] * images[1])))
+            (data / f"{split}-labels-idx1-ubyte").write_bytes(_idx((n,), bytes(i % labels for i in range(n))))
+        for name, raw in (replace or {}).items():
+            (data / name.removesuffix(".gz")).unlink()
+            (data / name).write_bytes(raw)
+
+    return setup
+
+
+def _inflating_gzip() -> bytes:
+    """A gzip whose header promises 20 images of 28x28 (15,680 bytes), inflating to 64 MB."""
+    import gzip
+    import io
+
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb") as fh:
+        fh.write(_idx((20, 28, 28), b""))
+        for _ in range(64):
+            fh.write(bytes(1 << 20))
+    return buffer.getvalue()
+
+
+def _dvs_with_a_corrupt_file(root: Path) -> None:
+    import numpy as np
+
+    events = root / "_dvs" / "events_np"
+    for name in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"):
+        (events / name).mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            np.savez(events / name / f"{i}.npz", t=np.arange(5), x=np.arange(5), y=np.arange(5), p=np.arange(5) % 2)
+    (events / "cat" / "1.npz").write_bytes(b"PK\x03\x04 not really a zip archive")
+
+
+def _dense_entry_is_a_folder(root: Path) -> None:
+    """``_cache_dir_entry``: a cache whose dense model of the tiny run is a folder."""
+    _tiny(root)
+    cache = root / "_cache_dir_entry"
+    if not cache.exists():
+        code, _, err = invoke(["run", "--protocol", "tiny.toml", "--out", str(root / "_dirrun"), "--cache-dir",
+                               str(cache), "-q", "--threads", "1"])
+        assert code == 0, err
+        (entry,) = (cache / "dense").glob("*.pt")
+        entry.unlink()
+        entry.mkdir()
+
+
+DATA_FILES = [
+    Case("IDX gzip inflating beyond its header", MNIST_RUN,
+         _mnist(replace={"train-images-idx3-ubyte.gz": _inflating_gzip()})),
+    Case("IDX file shorter than its header", MNIST_RUN,
+         _mnist(replace={"t10k-labels-idx1-ubyte": _idx((10,), bytes(3))})),
+    Case("IDX file that is not IDX", MNIST_RUN, _mnist(replace={"t10k-images-idx3-ubyte": b"GIF89a..."})),
+    Case("32x32 images given as MNIST", MNIST_RUN, _mnist(images=(32, 32))),
+    Case("MNIST labels outside 0..9", MNIST_RUN, _mnist(labels=12)),
+    Case("IDX header promising more than the dataset has", MNIST_RUN,
+         _mnist(replace={"train-images-idx3-ubyte": _idx((4_000_000_000, 28, 28), b"")})),
+    Case("DVS folder with a corrupt .npz", ["run", "--protocol", "cifar10dvs-spikformer-2-256", "--data-root", "_dvs",
+                                            "--out", "out", "--device", "cpu"], _dvs_with_a_corrupt_file),
+    Case("run checkpoint that is not a torch archive", CKPT + ["--threads", "1"],
+         lambda r: (_checkpoint()(r), (r / "ckpt" / "checkpoint.pt").write_bytes(b"garbage" * 100))),
+    Case("dense-cache entry that is a folder", run_args(cache="_cache_dir_entry") + ["-q", "--threads", "1"],
+         _dense_entry_is_a_folder),
 ]
 
 PATHS = [
@@ -392,6 +483,7 @@ CLASSES: dict[str, list[Case]] = {
     "paths": PATHS,
     "concurrency and reproducibility": CONCURRENCY,
     "containment": CONTAINMENT,
+    "data files": DATA_FILES,
 }
 for _group, _cases in CLASSES.items():
     for _case in _cases:
@@ -472,7 +564,9 @@ def try_case(case: Case, scratch: Path) -> str | None:
             written = sorted(str(p.relative_to(scratch)) for p in _files(scratch) - before)
         finally:
             _release_held()
-    lines = err.splitlines()
+    # a run that fails during work (exit 1) may have said before it started that it would be
+    # unofficial: a note, not part of the failure
+    lines = [line for line in err.splitlines() if not (case.expect_code == 1 and line.startswith("note: "))]
     if code != case.expect_code:
         return f"exit code {code}: {err.strip()[:200]}"
     if "Traceback" in err:
