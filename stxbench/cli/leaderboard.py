@@ -196,15 +196,17 @@ def check_command(
 
     reproduced: set[Path] = set()
 
+    def on_result(entry: Entry, problems: list) -> None:
+        if not problems:
+            reproduced.add(entry.path)
+            if write_receipts and rerun_device == "cpu":
+                receipts.write(entry, cpu_kind(), now_utc(), git_commit())
+
+    rerunner.on_result = on_result
+
     def rerun_all(chosen: list[Entry]):
         handed.extend(chosen)
-        found = rerunner.run(chosen)
-        reproduced.update(path for path, problems in found.items() if not problems)
-        if write_receipts and rerun_device == "cpu":
-            for entry in chosen:
-                if entry.path in reproduced:
-                    receipts.write(entry, cpu_kind(), now_utc(), git_commit())
-        return found
+        return rerunner.run(chosen)
 
     problems = check_board(board, entries, verifier, rerun_all, selected)
     if require_verified:

@@ -243,6 +243,9 @@ class Rerunner:
     commit: str | None = None  # orders the re-runs (`schedule`)
     on_start: Callable[[Entry], None] = lambda entry: None
     on_skip: Callable[[Entry], None] = lambda entry: None
+    #: called as each re-run ends, with its problems (a receipt is written at once, so an
+    #: interrupted check keeps what it verified)
+    on_result: Callable[[Entry, list[Problem]], None] = lambda entry, problems: None
 
     def run(self, entries: list[Entry]) -> dict[Path, list[Problem]]:
         """Problems per re-run entry; entries left out by the budget are absent (`on_skip`)."""
@@ -290,6 +293,11 @@ class Rerunner:
             self.on_skip(entry)
             return None
         self.on_start(entry)
+        problems = self._compare(entry, work, number)
+        self.on_result(entry, problems)
+        return problems
+
+    def _compare(self, entry: Entry, work: Path, number: int) -> list[Problem]:
         protocol = self.protocols.get(entry.record.protocol.name)
         cmd, env, out = self.command(entry, work, number)
         if self.in_process(protocol):
