@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import os
-from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+# the shared helpers' one home is helpers.py; re-exported here for `from conftest import ...`
+from helpers import TINY_PROTOCOL, CliResult, run_args, run_cli, sweep_args, write_tiny_protocol  # noqa: F401
 
 # Tests run on a shared 2-core machine; one thread keeps them deterministic and polite.
 torch.set_num_threads(1)
@@ -22,67 +21,44 @@ if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
 
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = default_cache_dir()
 
-TINY_PROTOCOL = """
-name = "tiny"
-description = "digits with a tiny model and few epochs, for tests"
-cpu_cheap = true
-accuracy_tolerance = 0.05
-seeds = [0, 1]
 
-[data]
-dataset = "digits"
+#: what the terminal-size variables were in the process that ran pytest
+_TERMINAL_VARIABLES = ("COLUMNS", "LINES")
 
-[model]
-name = "spikformer-1-32"
-T = 2
 
-[model.options]
-pools = 2
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """pytest-xdist (controller): hand each worker the terminal-size variables pytest ran with."""
+    node.workerinput["terminal_variables"] = {name: os.environ.get(name) for name in _TERMINAL_VARIABLES}
 
-[train]
-epochs = {dense_epochs}
-batch_size = 32
-lr = 5e-3
-weight_decay = 0.01
 
-[finetune]
-epochs = 1
-batch_size = 32
-lr = 1e-3
+def pytest_configure(config):
+    """In an xdist worker, the terminal-size variables are those of the process that ran pytest:
+    a worker starts with COLUMNS=80, and the CLI lays its tables out at $COLUMNS (else 100
+    columns when not on a terminal), so tests reading its tables would see them wrapped."""
+    given = getattr(config, "workerinput", {}).get("terminal_variables")
+    for name, value in (given or {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
-[eval]
-batch_size = 360
-"""
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts with one torch thread: an in-process run with ``--threads 2`` sets
+    torch's count for the process, and the tests after it would otherwise run (and key their
+    dense models) on two."""
+    yield
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture
 def tiny_protocol(tmp_path: Path) -> Path:
     """A protocol file that trains spikformer-1-32 (T=2, 4 tokens) on digits for 2 + 1 epochs
     (about 2 s; reaches roughly 0.5-0.6 accuracy, so predictions are not constant)."""
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_PROTOCOL.format(dense_epochs=2))
-    return path
-
-
-@dataclass
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def run_cli(*args: str) -> CliResult:
-    """Run ``stxbench ARGS`` in-process, as a user would, returning exit code and output."""
-    from stxbench.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return CliResult(code, out.getvalue(), err.getvalue())
+    return write_tiny_protocol(tmp_path)
 
 
 @pytest.fixture
@@ -103,7 +79,19 @@ def no_cxx(tmp_path: Path, monkeypatch):
 
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
+    """An empty dense cache of this test's own: for tests that count what the cache holds or
+    need a run to train its dense model."""
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One dense cache for the whole session (for each xdist process): a test whose runs only
+    need *a* dense model of the tiny protocol (not to train it, nor to count the cache's files)
+    takes it from here, so the tiny dense model is trained once per process, not once per test.
+    Not shared between processes: a run that finds another process holding the dense model's
+    lock says so on stderr ("waiting for process ..."), which tests of exact output would trip on."""
+    return tmp_path_factory.mktemp("shared-dense-cache")
 
 
 @pytest.fixture(scope="session")
@@ -113,3 +101,21 @@ def tiny_runs(tmp_path_factory):
     from leaderboard_records import make_tiny_runs
 
     return make_tiny_runs(tmp_path_factory.mktemp("tiny-runs"))
+
+
+#: fixtures that drive stxbench through its CLI or hand a test real runs of the tiny protocol: a
+#: test using one is in the integration tier unless it is marked e2e
+INTEGRATION_FIXTURES = frozenset({"cli", "tiny_protocol", "tiny_runs", "cache_dir", "shared_cache"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test lands in one tier: ``e2e`` (marked by hand), ``integration`` (marked by hand or
+    using a fixture of INTEGRATION_FIXTURES), else ``unit``; ``-m unit`` / ``-m integration`` /
+    ``-m e2e`` select one (CONTRIBUTING.md, "Running the tests")."""
+    for item in items:
+        if item.get_closest_marker("e2e") is not None or item.get_closest_marker("integration") is not None:
+            continue
+        if INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.unit)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from stxbench.record import load_record
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "stxbench-alif"
@@ -30,6 +32,7 @@ def table_rows(stdout: str, section: str) -> list[list[str]]:
     return [re.split(r"\s{2,}", line.strip()) for line in block.splitlines()[2:]]
 
 
+@pytest.mark.e2e  # pip install, then three fresh stxbench processes
 def test_alif_example_installs_lists_trains_and_passes_parity(tmp_path, tiny_protocol):
     source = tmp_path / "src"
     shutil.copytree(EXAMPLE, source)  # building writes build/ and *.egg-info next to the sources

@@ -13,6 +13,8 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
+pytestmark = pytest.mark.e2e  # every test runs a benchmark script in a fresh process
+
 
 def run_benchmark(script: str, *args: str, cwd: Path) -> str:
     result = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], cwd=cwd,

@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import TINY_PROTOCOL, run_cli
+from helpers import TINY_PROTOCOL, run_args, run_cli
 from test_host import install_entry_point, write_module
 
 from stxbench.host import PluginHost
@@ -19,11 +19,6 @@ from stxbench.record import load_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import bad_plugins  # noqa: E402
-
-
-def run_args(protocol, out, cache, *extra):
-    return ["run", "--protocol", str(protocol), "--out", str(out), "--cache-dir", str(cache),
-            "--threads", "1", "-q", *extra]
 
 
 @pytest.fixture
@@ -87,16 +82,17 @@ def test_a_keyboard_interrupt_in_an_observer_interrupts_the_run(tmp_path, plugin
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "checkpoint.pt.sha256"]
 
 
-def test_sys_exit_in_plugin_code_before_or_during_a_run_fails_it_with_one_line(tiny_protocol, tmp_path, plugins, cli):
+def test_sys_exit_in_plugin_code_before_or_during_a_run_fails_it_with_one_line(tiny_protocol, tmp_path, plugins, cli,
+                                                                              shared_cache):
     plugins("bi_exit_check")
-    before = cli("-p", "bi_exit_check", *run_args(tiny_protocol, tmp_path / "a", tmp_path / "cache"),
+    before = cli("-p", "bi_exit_check", *run_args(tiny_protocol, tmp_path / "a", shared_cache),
                  "--backend", "bi-exit-check")
     assert before.code == 1
     line = line_of("bi_exit_check", "sys.exit(0)")
     assert before.stderr == (f"error: stopped by sys.exit(0) at bi_exit_check.py:{line}, in code stxbench "
                              "called (a plugin?)\n")
     plugins("bi_exit_pruner")
-    during = cli("-p", "bi_exit_pruner", *run_args(tiny_protocol, tmp_path / "b", tmp_path / "cache"),
+    during = cli("-p", "bi_exit_pruner", *run_args(tiny_protocol, tmp_path / "b", shared_cache),
                  "--pruner", "bi-exit")
     assert during.code == 1
     line = line_of("bi_exit_pruner", "sys.exit(0)")
@@ -104,9 +100,10 @@ def test_sys_exit_in_plugin_code_before_or_during_a_run_fails_it_with_one_line(t
                              f"sys.exit(0) (bi_exit_pruner.py:{line})\n")
 
 
-def test_a_base_exception_from_plugin_code_fails_the_run_with_one_line(tiny_protocol, tmp_path, plugins, cli):
+def test_a_base_exception_from_plugin_code_fails_the_run_with_one_line(tiny_protocol, tmp_path, plugins, cli,
+                                                                       shared_cache):
     plugins("bi_base_pruner")
-    result = cli("-p", "bi_base_pruner", *run_args(tiny_protocol, tmp_path / "out", tmp_path / "cache"),
+    result = cli("-p", "bi_base_pruner", *run_args(tiny_protocol, tmp_path / "out", shared_cache),
                  "--pruner", "bi-base")
     line = line_of("bi_base_pruner", 'raise Stop("pruning abandoned")')
     assert result.code == 1
@@ -114,11 +111,11 @@ def test_a_base_exception_from_plugin_code_fails_the_run_with_one_line(tiny_prot
                              f"(bi_base_pruner.py:{line})\n")
 
 
-def test_p_naming_an_installed_plugin_module_is_accepted(tiny_protocol, tmp_path, cli):
+def test_p_naming_an_installed_plugin_module_is_accepted(tiny_protocol, tmp_path, cli, shared_cache):
     listed = cli("-p", "stxbench_neuron_lif", "list", "neurons")
     assert listed.code == 0 and listed.stderr == ""
     assert [line.split()[0] for line in listed.stdout.splitlines()[2:]].count("lif") == 1
-    ran = cli("-p", "stxbench_neuron_lif", *run_args(tiny_protocol, tmp_path / "out", tmp_path / "cache"))
+    ran = cli("-p", "stxbench_neuron_lif", *run_args(tiny_protocol, tmp_path / "out", shared_cache))
     assert ran.code == 0, ran.stderr
 
 
@@ -180,6 +177,7 @@ def stxbench_epoch_end(stage, epoch, metrics):
 """
 
 
+@pytest.mark.e2e  # a run stopped by SIGTERM and resumed in fresh processes
 def test_sigterm_keeps_the_checkpoint_and_prints_the_resume_command(tmp_path):
     protocol = tmp_path / "tiny.toml"
     protocol.write_text(TINY_PROTOCOL.format(dense_epochs=2))

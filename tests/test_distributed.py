@@ -9,8 +9,9 @@ import torch.distributed as dist
 from stxbench.protocol import load_protocol
 from stxbench.record import load_record
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available")
+pytestmark = [pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                 reason="torch.distributed with gloo is not available"),
+              pytest.mark.e2e]  # torchrun starts two fresh processes
 
 
 def test_two_processes_write_one_record_with_single_process_accuracy(cli, tiny_protocol, tmp_path):

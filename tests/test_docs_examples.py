@@ -35,7 +35,7 @@ def run(cli, folder, protocol, *args, cache=None):
     return load_record(out / "result.json")
 
 
-def test_neuron_example(tmp_path, monkeypatch, tiny_protocol, cli):
+def test_neuron_example(tmp_path, monkeypatch, tiny_protocol, cli, shared_cache):
     module = write_example("neuron", tmp_path)
     monkeypatch.chdir(tmp_path)
     listed = cli("-p", module, "list", "neurons")
@@ -48,10 +48,10 @@ def test_neuron_example(tmp_path, monkeypatch, tiny_protocol, cli):
     assert len(rows) == 3 and all(r[3] == "0" and r[-1] == "PASS" for r in rows)
 
     params = {}
-    for neuron in ("lif", "clif", "slif"):  # one dense model (cached), three fine-tuned neurons
+    for neuron in ("lif", "clif", "slif"):  # one dense model (the session's), three fine-tuned neurons
         (tmp_path / neuron).mkdir()
         record = run(cli, tmp_path / neuron, tiny_protocol, "-p", module, "--neuron", neuron,
-                     cache=tmp_path / "cache")
+                     cache=shared_cache)
         assert record.config.neuron == neuron
         params[neuron] = record.metrics.params_effective
     # clif learns one decay per channel of every neuron layer, slif a decay and a threshold

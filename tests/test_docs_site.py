@@ -19,7 +19,7 @@ README = ROOT / "README.md"
 INSTALL_AND_RUN = ("python3 -m venv .venv && . .venv/bin/activate && pip install -c ci/constraints.txt "
                    "-e '.[all]' && stxbench run --neuron slif --pruner dsp --backend spikingjelly")
 INSTALL_AND_TEST = ("python3 -m venv .venv && . .venv/bin/activate && pip install -c ci/constraints.txt "
-                    "-e '.[all,test]' && python -m pytest -q")
+                    "-e '.[all,test]' && python -m pytest -q -n 2 -m \"not e2e\"")
 
 
 def doc_pages() -> set[str]:
@@ -92,6 +92,7 @@ def test_cli_reference_lists_every_command_and_option():
         assert f"`{command}`" in text
 
 
+@pytest.mark.e2e  # a whole site build in a fresh process (CI builds the site once more by itself)
 def test_mkdocs_build_is_strict_and_holds_the_boards(tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("material")

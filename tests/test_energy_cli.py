@@ -21,13 +21,13 @@ TINY_NEURON_UPDATES = (2432 + 1280) * 2
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
+def runs(tmp_path_factory, shared_cache) -> Path:
     """Counted runs of the tiny protocol (dense, DSP svd, DSP svd with a spiking bottleneck) and a
-    --no-counts one; all but the first reuse the cached dense model."""
+    --no-counts one, on the session's dense model (`shared_cache`)."""
     root = tmp_path_factory.mktemp("energy")
     protocol = root / "tiny.toml"
     protocol.write_text(TINY_PROTOCOL.format(dense_epochs=2))
-    common = ["--protocol", str(protocol), "--cache-dir", str(root / "cache"), "--threads", "1", "-q"]
+    common = ["--protocol", str(protocol), "--cache-dir", str(shared_cache), "--threads", "1", "-q"]
     for name, extra in (("counted", []), ("skipped", ["--no-counts"]), ("dsp", ["--pruner", "dsp"]),
                         ("dsp_spike", ["--pruner", "dsp", "--set", "bottleneck=spike"])):
         result = run_cli("run", *common, "--out", str(root / name), *extra)

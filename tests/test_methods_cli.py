@@ -36,12 +36,13 @@ NEURON_PARAMS = {"lif": (0, 0), "plif": (12, 12), "slif": (2 * 412, 2 * 348)}
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> tuple[Path, Path]:
-    """One protocol file and one dense cache for every combination (dense trains once)."""
+def shared(tmp_path_factory, shared_cache) -> tuple[Path, Path]:
+    """One protocol file and the session's dense cache for every combination (dense trains at
+    most once per session)."""
     root = tmp_path_factory.mktemp("methods")
     protocol = root / "tiny.toml"
     protocol.write_text(TINY_PROTOCOL.format(dense_epochs=2))
-    return protocol, root / "cache"
+    return protocol, shared_cache
 
 
 @pytest.mark.parametrize("pruner", PRUNERS)

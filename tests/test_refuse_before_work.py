@@ -4,6 +4,7 @@ benchmarks/bad_input.py tries each class through the CLI; these pin the messages
 
 import os
 
+import helpers
 import pytest
 
 from stxbench.api import DataSplits, Dataset
@@ -14,8 +15,9 @@ from stxbench.runoptions import default_cache_dir, usable_cpus
 
 
 def run_args(protocol, tmp_path, *extra):
-    return ["run", "--protocol", str(protocol), "--out", str(tmp_path / "out"), "--cache-dir",
-            str(tmp_path / "cache"), "-q", *extra]
+    """A run into ``tmp_path/out`` with its cache in ``tmp_path/cache``, on torch's threads (the
+    refusals of --threads are tested here)."""
+    return helpers.run_args(protocol, tmp_path / "out", tmp_path / "cache", *extra, threads=None)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_PROTOCOL
+from helpers import TINY_PROTOCOL, run_args
 
 from stxbench.checkpoints import load_state, save_state
 from stxbench.host import PluginHost
@@ -25,11 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import bad_plugins  # noqa: E402
 
 
-def run_args(protocol, out, cache, *extra, threads="1"):
-    return ["run", "--protocol", str(protocol), "--out", str(out), "--cache-dir", str(cache),
-            "--threads", threads, "-q", *extra]
-
-
 def sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -38,6 +33,9 @@ def dense_files(cache):
     return sorted((cache / "dense").glob("*.pt"))
 
 
+# two threads beside the other test process oversubscribe 2 cores (3 min in a loaded full run);
+# the key itself is held by test_the_dense_key_holds_threads_device_precision_compile_and_stage_one_code
+@pytest.mark.e2e
 def test_a_run_on_other_threads_trains_its_own_dense_model(tiny_protocol, tmp_path, cli):
     cache = tmp_path / "cache"
     one = cli(*run_args(tiny_protocol, tmp_path / "one", cache))

@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import TINY_PROTOCOL, run_cli
+from helpers import TINY_PROTOCOL, run_args, run_cli
 
 from stxbench.record import load_record
 
@@ -53,17 +53,13 @@ def run_process(root, args, stop=None):
                           env=env, capture_output=True, text=True, timeout=300)
 
 
-def run_args(protocol, out, cache, *extra):
-    return ["run", "--protocol", str(protocol), "--out", str(out), "--cache-dir", str(cache),
-            "--threads", "1", "-q", *extra]
-
-
 def same_results(a, b):
     assert a.metrics == b.metrics
     assert a.counts == b.counts and a.energy == b.energy
     assert a.provenance.checkpoint_sha256 == b.provenance.checkpoint_sha256
 
 
+@pytest.mark.e2e  # runs killed and resumed in fresh processes
 @pytest.mark.parametrize("stop", ["dense:2:KILL", "finetune:1:KILL"])
 def test_a_killed_run_resumes_to_the_same_result(setup, tmp_path, stop):
     root, protocol, reference = setup
@@ -82,6 +78,7 @@ def test_a_killed_run_resumes_to_the_same_result(setup, tmp_path, stop):
     same_results(load_record(out / "result.json"), reference)
 
 
+@pytest.mark.e2e  # a run interrupted and resumed in fresh processes
 def test_ctrl_c_keeps_the_checkpoint_and_prints_the_resume_command(setup, tmp_path):
     root, protocol, reference = setup
     out, cache = tmp_path / "out", tmp_path / "cache"
@@ -105,6 +102,7 @@ def killed_run(setup, tmp_path):
     return protocol, out, cache
 
 
+@pytest.mark.e2e  # killed_run: a run killed in a fresh process
 def test_a_corrupted_checkpoint_is_refused(killed_run, cli):
     protocol, out, cache = killed_run
     data = (out / "checkpoint.pt").read_bytes()
@@ -116,6 +114,7 @@ def test_a_corrupted_checkpoint_is_refused(killed_run, cli):
     assert not (out / "result.json").exists()
 
 
+@pytest.mark.e2e  # killed_run: a run killed in a fresh process
 def test_the_checkpoint_of_another_run_is_refused(killed_run, cli):
     protocol, out, cache = killed_run
     result = cli(*run_args(protocol, out, cache, "--neuron", "plif"))
@@ -197,23 +196,24 @@ def stxbench_add_pruners():
 """
 
 
-def test_a_plugin_failing_at_run_time_fails_only_its_run(tmp_path, monkeypatch, tiny_protocol, cli):
+def test_a_plugin_failing_at_run_time_fails_only_its_run(tmp_path, monkeypatch, tiny_protocol, cli, shared_cache):
     (tmp_path / "boom_plugin.py").write_text(textwrap.dedent(BROKEN_PRUNER))
     monkeypatch.chdir(tmp_path)
     listed = cli("-p", "boom_plugin", "list", "pruners")
     assert listed.code == 0 and "boom" in listed.stdout
     assert "pruner 'wrongparams': Params must subclass stxbench.api.PrunerParams" in listed.stdout
     result = cli("-p", "boom_plugin", "run", "--pruner", "boom", "--protocol", str(tiny_protocol),
-                 "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "-q")
+                 "--out", str(tmp_path / "out"), "--cache-dir", str(shared_cache), "-q")
     assert result.code == 1
     assert result.stderr.startswith("error: pruner 'boom' (plugin 'boom_plugin') failed: "
                                     "ValueError: no matrices to my taste (boom_plugin.py:")
     assert result.stderr.count("\n") == 1 and not (tmp_path / "out" / "result.json").exists()
     fine = cli("-p", "boom_plugin", "run", "--pruner", "l1p", "--protocol", str(tiny_protocol),
-               "--out", str(tmp_path / "ok"), "--cache-dir", str(tmp_path / "cache"), "-q")
+               "--out", str(tmp_path / "ok"), "--cache-dir", str(shared_cache), "-q")
     assert fine.code == 0, fine.stderr
 
 
+@pytest.mark.e2e  # runs killed and resumed in fresh processes
 def test_a_run_killed_while_fine_tuning_keeps_its_recovery_curve(setup, tmp_path):
     """The points measured before the kill travel in the checkpoint; the resumed run measures
     the rest and ends with the record of an uninterrupted run."""

@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import TINY_PROTOCOL
+from helpers import TINY_PROTOCOL, run_args
 
 from stxbench.errors import UsageError
 from stxbench.paths import LOCK_FILE, run_lock
@@ -24,11 +24,6 @@ with run_lock(Path(sys.argv[1])):
 """
 
 
-def run_args(protocol, out, cache, *extra):
-    return ["run", "--protocol", str(protocol), "--out", str(out), "--cache-dir", str(cache),
-            "--threads", "1", "-q", *extra]
-
-
 def test_a_run_into_a_folder_in_use_fails_at_once_with_one_line(tiny_protocol, tmp_path, cli):
     out = tmp_path / "out"
     with run_lock(out):
@@ -39,6 +34,7 @@ def test_a_run_into_a_folder_in_use_fails_at_once_with_one_line(tiny_protocol, t
     assert not out.exists() and not (tmp_path / "cache").exists()  # the holder made out, and removed it
 
 
+@pytest.mark.e2e  # two fresh stxbench processes race for one folder
 def test_two_runs_started_at_once_give_exactly_one_record(tmp_path):
     protocol = tmp_path / "tiny.toml"
     protocol.write_text(TINY_PROTOCOL.format(dense_epochs=4))

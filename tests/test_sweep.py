@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from helpers import sweep_args
+
 from stxbench.record import load_record
 
 
 def sweep(cli, tiny_protocol: Path, out: Path, cache: Path, *args: str):
-    return cli("sweep", "--protocol", str(tiny_protocol), "--device", "cpu", "--out", str(out),
-               "--cache-dir", str(cache), "-q", *args)
+    return cli(*sweep_args(tiny_protocol, out, cache, *args))
 
 
 def test_sweep_runs_the_grid_then_resumes(cli, tiny_protocol, tmp_path, cache_dir):

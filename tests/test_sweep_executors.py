@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import fake_slurm
-from conftest import TINY_PROTOCOL
+from helpers import TINY_PROTOCOL, sweep_args
 from stxbench.executors.plan import make_plan
 from stxbench.executors.status import record_sweep
 from stxbench.executors.tasks import read_state, write_state
@@ -27,8 +27,7 @@ from stxbench.runoptions import RunOptions
 
 
 def sweep(cli, protocol: Path, out: Path, cache: Path, *args: str):
-    return cli("sweep", "--protocol", str(protocol), "--device", "cpu", "--threads", "1", "--out", str(out),
-               "--cache-dir", str(cache), "-q", *args)
+    return cli(*sweep_args(protocol, out, cache, *args, threads="1"))
 
 
 def comparable(path: Path) -> dict:
@@ -40,6 +39,7 @@ def comparable(path: Path) -> dict:
     return data
 
 
+@pytest.mark.e2e  # --executor local: each job in a fresh interpreter
 def test_local_jobs_writes_the_records_of_a_serial_sweep(cli, tiny_protocol, tmp_path):
     grid = ("--neuron", "lif,plif", "--seeds", "0,1")
     serial = sweep(cli, tiny_protocol, tmp_path / "serial", tmp_path / "cache-serial", *grid)
@@ -70,6 +70,7 @@ def test_local_jobs_writes_the_records_of_a_serial_sweep(cli, tiny_protocol, tmp
             f"--protocol-dir {tiny_protocol.parent}") in status.stdout
 
 
+@pytest.mark.e2e  # --executor local: each job in a fresh interpreter
 def test_a_failed_run_stops_nothing_else_and_a_rerun_does_only_it(cli, tiny_protocol, tmp_path):
     out, cache = tmp_path / "sweep", tmp_path / "cache"
     broken = out / "tiny" / "plif-none-torch-s0"
@@ -99,6 +100,7 @@ def test_a_failed_run_stops_nothing_else_and_a_rerun_does_only_it(cli, tiny_prot
     assert "2 runs: 1 ran, 1 skipped" in again.stdout
 
 
+@pytest.mark.e2e  # submitit runs the jobs in fresh processes
 def test_submitit_local_executor_runs_the_jobs_a_slurm_sweep_submits(cli, tiny_protocol, tmp_path):
     submitit = pytest.importorskip("submitit")
     from stxbench.executors.slurm_jobs import SweepJob
@@ -212,6 +214,7 @@ def test_slurm_sweep_submits_dense_then_runs_with_their_resources(cli, tiny_prot
     assert sbatch_lines(folder, "1003")["array"] == "0-1%2"
 
 
+@pytest.mark.e2e  # the sbatch scripts run as on a node (fresh processes), one requeued by a signal
 def test_the_submitted_scripts_run_on_a_node_and_a_requeued_job_resumes(cli, tmp_path, monkeypatch):
     """The sbatch scripts themselves, run as a node runs an array task: the dense job, stopped by
     SLURM's time-limit signal after an epoch, is requeued and resumes there; then the run."""
@@ -282,6 +285,7 @@ def env_after_all_started(folder: str, workers: int) -> str:
     return os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
 
 
+@pytest.mark.e2e  # three fresh interpreters (the local executor's pool)
 def test_local_workers_take_the_gpus_in_turn(tmp_path):
     from stxbench.executors.local import worker_pool
 
@@ -406,6 +410,7 @@ def test_slurm_times_refused(text):
         slurm_minutes(text)
 
 
+@pytest.mark.e2e  # two fresh stxbench processes share one dense model
 def test_dense_lock_lets_one_of_two_concurrent_runs_train(tiny_protocol, tmp_path):
     """Two runs started at once that need one dense model: one trains it, the other waits for
     it and loads it (without the lock both would train)."""
