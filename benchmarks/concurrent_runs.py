@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,10 @@ def stxbench_run(out: Path, cache: Path, protocol: str, neuron: str, threads: in
            "--quiet", "--no-counts"]
     if threads is not None:
         cmd += ["--threads", str(threads)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # its own process group: a run restarts itself under the CPU pin, and a stopped scenario must
+    # stop that child too (killing the parent alone left it running, holding the pipe open)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def finetune_seconds(out: Path) -> float:
@@ -75,7 +79,7 @@ def run_scenario(name: str, work: Path, protocol: str, env: dict[str, str], limi
         try:
             _, err = proc.communicate(timeout=max(1.0, limit - (time.perf_counter() - start)))
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             results.append(f"> {limit:.0f} (stopped)")
             continue
