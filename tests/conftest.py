@@ -33,9 +33,14 @@ def pytest_configure_node(node):
 
 
 def pytest_configure(config):
-    """In an xdist worker, the terminal-size variables are those of the process that ran pytest:
-    a worker starts with COLUMNS=80, and the CLI lays its tables out at $COLUMNS (else 100
-    columns when not on a terminal), so tests reading its tables would see them wrapped."""
+    """Under ``-n N`` (pytest-xdist) a file's tests run in one process (``--dist loadfile``, unless
+    ``--dist`` is given), so a module-scoped fixture (a module's shared runs) is made once, not
+    once per process. In an xdist worker, the terminal-size variables are those of the process
+    that ran pytest: a worker starts with COLUMNS=80, and the CLI lays its tables out at $COLUMNS
+    (else 100 columns when not on a terminal), so tests reading its tables would see them wrapped."""
+    explicit = any(arg.startswith("--dist") for arg in config.invocation_params.args)
+    if getattr(config.option, "dist", "no") == "load" and not explicit:
+        config.option.dist = "loadfile"
     given = getattr(config, "workerinput", {}).get("terminal_variables")
     for name, value in (given or {}).items():
         if value is None:
