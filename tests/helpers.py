@@ -90,3 +90,8 @@ def sweep_args(protocol, out, cache, *extra, threads: str | None = None) -> list
     threads_args = ["--threads", str(threads)] if threads is not None else []
     return ["sweep", "--protocol", str(protocol), "--device", "cpu", *threads_args, "--out", str(out),
             "--cache-dir", str(cache), "-q", *extra]
+
+
+def lb(cli, command: str, root, protocol_dir, *args: str):
+    """``stxbench leaderboard COMMAND --root ROOT --protocol-dir DIR ARGS`` through ``cli``."""
+    return cli("leaderboard", command, "--root", str(root), "--protocol-dir", str(protocol_dir), *args)

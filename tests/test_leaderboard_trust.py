@@ -12,15 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import lb
+
 from stxbench.energy import cost_model
 from stxbench.leaderboard.rerun import SHOWN_FIELDS
 from stxbench.record import CpuNumerics, load_record
 
 LIF, PLIF = "tiny__lif__none__torch__s0.json", "tiny__plif__none__torch__s0.json"
-
-
-def lb(cli, command: str, root: Path, protocol_dir: Path, *args: str):
-    return cli("leaderboard", command, "--root", str(root), "--protocol-dir", str(protocol_dir), *args)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import lb
+
 from stxbench import code_identity
 from stxbench.code_identity import NUMBERS_PATH, PRESENTATION, file_digest, installed_identity, normalized_tree
 from stxbench.leaderboard import receipts
@@ -79,10 +81,6 @@ def test_every_core_module_is_classified_once():
 
 
 # -- staleness through `leaderboard check` ------------------------------------------------------
-
-
-def lb(cli, command: str, root: Path, protocol_dir: Path, *args: str):
-    return cli("leaderboard", command, "--root", str(root), "--protocol-dir", str(protocol_dir), *args)
 
 
 @pytest.fixture(scope="module")
