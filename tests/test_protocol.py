@@ -12,7 +12,7 @@ name = "digits"
 description = "a different description does not change the hash"
 accuracy_tolerance = 0.02
 cpu_cheap = true
-cpu_pin = 'portable-v1'
+cpu_pin = 'portable-v2'
 
 [train]
 warmup_epochs = 1

@@ -80,13 +80,17 @@ def _components(host, kind: str) -> str:
 
 
 def _protocols() -> str:
-    rows = []
+    """A table of what each protocol runs, then each protocol's description as wrapped prose (a
+    description column left 8 characters at 100 columns)."""
+    rows, notes = [], []
     for name in sorted(builtin_protocols()):
         p = load_protocol(name)
         rows.append([name, p.data.dataset, p.model.name, p.model.T,
-                     f"{p.train.epochs}+{p.finetune.epochs}", "yes" if p.cpu_cheap else "no (GPU)",
-                     p.description])
-    return fit_table(rows, headers=["name", "dataset", "model", "T", "epochs", "CPU-cheap", "description"])
+                     f"{p.train.epochs}+{p.finetune.epochs}", "yes" if p.cpu_cheap else "no (GPU)"])
+        notes.append(wrap(f"{name}: {p.description}", indent="    "))
+    # names are what a user types (--protocol NAME): they never wrap
+    table = fit_table(rows, headers=["name", "dataset", "model", "T", "epochs", "CPU-cheap"], wrappable=[1, 2])
+    return table + "\n\n" + "\n".join(notes)
 
 
 @app.command("list")
