@@ -50,14 +50,19 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
 def on_config(config):
     """List each protocol's board in the navigation, under the board index (mkdocs.yml lists
     the index; protocols come and go with the entries)."""
-    boards = sorted(p.parent.name for p in BOARDS.glob("*/README.md"))
+    boards = [(f"Board: {p.parent.name}", f"leaderboards/{p.parent.name}/README.md")
+              for p in sorted(BOARDS.glob("*/README.md")) if p.parent.name != "legacy"]
+    # retired boards (leaderboards/legacy/): their index, then each, after the current ones
+    if (BOARDS / "legacy" / "README.md").is_file():
+        boards.append(("Retired boards", "leaderboards/legacy/README.md"))
+        boards += [(f"Retired: {p.parent.name}", f"leaderboards/legacy/{p.parent.name}/README.md")
+                   for p in sorted((BOARDS / "legacy").glob("*/README.md"))]
 
     def add(items):
         for position, item in enumerate(items):
             value = next(iter(item.values())) if isinstance(item, dict) else item
             if value == "leaderboards/README.md":
-                items[position + 1:position + 1] = [{f"Board: {name}": f"leaderboards/{name}/README.md"}
-                                                    for name in boards]
+                items[position + 1:position + 1] = [{title: page} for title, page in boards]
                 return True
             if isinstance(value, list) and add(value):
                 return True
