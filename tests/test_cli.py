@@ -123,8 +123,9 @@ def test_divergence_stops_the_run_without_a_record(tmp_path, tiny_protocol, cli)
     result = cli("run", "--protocol", str(tiny_protocol), "--out", str(out), "-q",
                  "--cache-dir", str(tmp_path / "cache"), "--set", "train.lr=1e30")
     assert result.code == 1
-    assert result.stderr.startswith("error: training diverged: loss is ")
-    assert "at dense epoch 1, step" in result.stderr
+    note, error = result.stderr.splitlines()  # the --set makes it unofficial, said up front
+    assert note.startswith("note: this run will be unofficial (--set train.lr changes the protocol)")
+    assert error.startswith("error: training diverged: loss is ") and "at dense epoch 1, step" in error
     assert not (out / "result.json").exists()
 
 

@@ -105,7 +105,8 @@ def test_an_invalid_grid_cell_stops_any_run_of_the_protocol_before_work(cli, tmp
     assert not (tmp_path / "out").exists() and not (tmp_path / "sw").exists() and not cache_dir.exists()
 
 
-def test_sweep_grid_runs_every_cell_once_per_seed_with_one_dense_model(cli, tmp_path, cache_dir):
+def test_sweep_grid_runs_every_cell_once_per_seed_with_one_dense_model(cli, tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # one line per row of the summary (narrower, its cells wrap)
     path = write(tmp_path, TINY_PROTOCOL.format(dense_epochs=2) + GRID)
     out = tmp_path / "sweep"
     result = cli("sweep", "--grid", "--protocol", str(path), "--pruner", "none,dsp", "--seeds", "0",
@@ -120,7 +121,8 @@ def test_sweep_grid_runs_every_cell_once_per_seed_with_one_dense_model(cli, tmp_
     assert all(load_record(out / "tiny" / f / "result.json").protocol.official for f in folders)
     assert len(list((cache_dir / "dense").glob("*.pt"))) == 1  # one dense model for the seed
     assert "4 runs: 4 ran, 0 skipped" in result.stdout
-    assert any(line.startswith("lif       dsp(keep=0.25,method=svd)") for line in result.stdout.splitlines())
+    assert any(line.split()[:5] == ["lif", "dsp", "keep=0.25", "method=svd", "torch"]
+               for line in result.stdout.splitlines()), result.stdout
 
 
 def test_sweep_grid_refuses_what_the_grid_decides(cli, tmp_path, cache_dir):

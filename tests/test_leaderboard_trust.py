@@ -16,6 +16,7 @@ from helpers import lb
 
 from stxbench.energy import cost_model
 from stxbench.leaderboard.rerun import SHOWN_FIELDS
+from stxbench.provenance import cpu_kind
 from stxbench.record import CpuNumerics, load_record
 
 LIF, PLIF = "tiny__lif__none__torch__s0.json", "tiny__plif__none__torch__s0.json"
@@ -384,7 +385,7 @@ def test_reruns_train_each_dense_model_first_then_cover_every_row(tiny_runs):
 PINNED = """
 name = "pinned"
 cpu_cheap = true
-cpu_pin = "portable-v1"
+cpu_pin = "portable-v2"
 seeds = [0, 1]
 [data]
 dataset = "digits"
@@ -422,7 +423,8 @@ def test_a_pinned_protocol_runs_under_its_pin_and_reruns_exactly(tmp_path, cli):
     assert len(records) == 2
     for path in records:
         assert load_record(path).provenance.cpu_numerics == CpuNumerics(
-            pin="portable-v1", aten_capability="AVX2", mkl_branch="COMPATIBLE", mkldnn=False)
+            pin="portable-v2", aten_capability="AVX2", mkl_branch="COMPATIBLE", mkldnn=False, ieee_sqrt=True,
+            cpu_kind=cpu_kind())
     root = tmp_path / "leaderboards"
     assert lb(cli, "submit", root, protocols, *map(str, records)).code == 0
     clean, tampered = "pinned__lif__none__torch__s0.json", "pinned__lif__none__torch__s1.json"
@@ -441,7 +443,7 @@ def test_a_pinned_protocol_runs_under_its_pin_and_reruns_exactly(tmp_path, cli):
     edit(root / "pinned" / "entries" / clean, lambda d: d["provenance"].update(cpu_numerics=None))
     static = lb(cli, "check", root, protocols)
     assert (f"leaderboards/pinned/entries/{clean}: provenance.cpu_numerics: missing: protocol pinned pins CPU "
-            "numerics (portable-v1)") in static.stdout
+            "numerics (portable-v2)") in static.stdout
 
 
 def test_a_pinned_cpu_run_is_refused_in_a_process_without_the_pin(tmp_path):
@@ -459,7 +461,7 @@ def test_a_pinned_cpu_run_is_refused_in_a_process_without_the_pin(tmp_path):
     import torch
 
     mkldnn = torch.backends.mkldnn.enabled
-    with pytest.raises(RunFailed, match=r"^the protocol pins CPU numerics \(portable-v1\) but this process does "
+    with pytest.raises(RunFailed, match=r"^the protocol pins CPU numerics \(portable-v2\) but this process does "
                                         r"not run them: "):
         execute(config, host)
     assert torch.backends.mkldnn.enabled == mkldnn  # a refused process is left as it was

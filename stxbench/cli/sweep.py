@@ -31,7 +31,7 @@ import typer
 from rich.console import Console
 
 from stxbench.cli import common
-from stxbench.cli.layout import fit_table
+from stxbench.cli.layout import fit_table, pruner_text, wrap
 from stxbench.cli.options import (
     ProtocolOption,
     QuietOption,
@@ -78,8 +78,7 @@ def summary(records: list[Record]) -> str:
     groups: dict[tuple[str, str, str], list[Record]] = {}
     for r in records:
         c = r.config
-        params = ",".join(f"{k}={v}" for k, v in sorted(c.pruner_params.items()))
-        pruner = f"{c.pruner}({params})" if params else c.pruner
+        pruner = pruner_text(c.pruner, dict(sorted(c.pruner_params.items())))  # wraps at its spaces
         groups.setdefault((c.neuron, pruner, c.backend), []).append(r)
     rows = []
     for (neuron, pruner, backend), group in groups.items():
@@ -92,9 +91,11 @@ def summary(records: list[Record]) -> str:
             f"{statistics.mean(r.metrics.sparsity for r in group):.3f}",
             f"{statistics.mean(r.metrics.firing_rate for r in group):.4f}",
         ])
-    headers = ["neuron", "pruner", "backend", "seeds", "accuracy (mean ± std)", "before fine-tune",
-               "params effective", "sparsity", "firing rate"]
-    return fit_table(rows, headers=headers)
+    # short headers and one wrapping column: nine columns fit 100 (the header above the table
+    # says what the shorthands mean)
+    headers = ["neuron", "pruner", "backend", "seeds", "accuracy ± std", "before FT", "params", "sparsity", "firing"]
+    legend = "accuracy: mean over seeds; before FT: before fine-tuning; params: effective; firing: rate"
+    return wrap(legend) + "\n" + fit_table(rows, headers=headers, wrappable=[1])
 
 
 # -- the executor ---------------------------------------------------------------------------
