@@ -202,7 +202,8 @@ def test_slurm_sweep_submits_dense_then_runs_with_their_resources(cli, tiny_prot
     status = cli("sweep", "status", str(out))
     assert "4 runs: 0 done, 1 running, 1 queued, 2 failed, 0 missing" in status.stdout, status.stdout
     assert "dense models: 1 done, 1 failed, 0 missing" in status.stdout
-    failed = [line for line in status.stdout.splitlines() if line.startswith("failed ")]
+    unwrapped = status.stdout.replace("\n  ", " ")  # a long line wraps, its rest indented
+    failed = [line for line in unwrapped.splitlines() if line.startswith("failed ")]
     assert failed[0] == (f"failed {oom.parent.name}/{oom.name}: SLURM job 1000_1 ended (OUT_OF_MEMORY) without a result "
                          f"(log: {folder.resolve()}/_slurm/1000_1/1000_1_0_log.err)")
     assert [line.split(":")[0] for line in failed[1:]] == ["failed lif-none-torch-s1", "failed plif-none-torch-s1"]
