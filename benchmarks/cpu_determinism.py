@@ -115,6 +115,9 @@ main(sys.argv[1:])
 SPEED_CHILD = """
 import json, os, statistics, sys, time, torch
 torch.backends.mkldnn.enabled = os.environ.get("STXBENCH_PROBE_MKLDNN", "1") == "1"
+if os.environ.get("STXBENCH_PROBE_IEEE_SQRT") == "1":
+    from stxbench.cpu_pin import install_ieee_sqrt
+    install_ieee_sqrt()
 torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[1])
 from harness import protocol_run
