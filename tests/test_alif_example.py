@@ -44,7 +44,8 @@ def test_alif_example_installs_lists_trains_and_passes_parity(tmp_path, tiny_pro
     assert pip.returncode == 0, pip.stderr
     entry_points = next(site.glob("stxbench_alif-*.dist-info")) / "entry_points.txt"
     assert entry_points.read_text().split() == ["[stxbench]", "alif", "=", "stxbench_alif"]
-    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
+    # COLUMNS: one line per table row (at 100 columns the parameters column wraps)
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", "COLUMNS": "250"}
 
     listing = stxbench(env, "list")
     assert listing.returncode == 0, listing.stderr

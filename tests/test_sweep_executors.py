@@ -67,7 +67,7 @@ def test_local_jobs_writes_the_records_of_a_serial_sweep(cli, tiny_protocol, tmp
     assert f"tiny ({tmp_path / 'local' / 'tiny'}): 4 runs: 4 done, 0 missing" in status.stdout
     assert "dense models: 2 done, 0 missing" in status.stdout
     assert (f"submit the 4 finished record(s): stxbench leaderboard submit {tmp_path / 'local' / 'tiny'}/*/result.json "
-            f"--protocol-dir {tiny_protocol.parent}") in status.stdout
+            f"--protocol-dir {tiny_protocol.parent}") in status.stdout.replace("\n  ", " ")  # long lines wrap
 
 
 @pytest.mark.e2e  # --executor local: each job in a fresh interpreter
@@ -75,7 +75,7 @@ def test_a_failed_run_stops_nothing_else_and_a_rerun_does_only_it(cli, tiny_prot
     out, cache = tmp_path / "sweep", tmp_path / "cache"
     broken = out / "tiny" / "plif-none-torch-s0"
     broken.mkdir(parents=True)
-    (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")  # refused: it has no sha256
+    (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")  # refused: not a torch archive
     first = sweep(cli, tiny_protocol, out, cache, "--neuron", "lif,plif", "--seeds", "0", "--executor", "local",
                   "--jobs", "2")
     assert first.code == 1
@@ -84,11 +84,12 @@ def test_a_failed_run_stops_nothing_else_and_a_rerun_does_only_it(cli, tiny_prot
     assert (out / "tiny" / "lif-none-torch-s0" / "result.json").exists()
     assert not (broken / "result.json").exists()
     state = read_state(broken)
-    assert state.state == "failed" and state.reason.endswith("has no checkpoint.pt.sha256; delete it to start the run over")
+    assert state.state == "failed" and state.reason.endswith("is not a torch checkpoint (no zip archive); delete it to start the run over")
 
     status = cli("sweep", "status", str(out / "tiny"))
     assert "2 runs: 1 done, 1 failed, 0 missing" in status.stdout
-    line = next(line for line in status.stdout.splitlines() if line.startswith("failed "))
+    unwrapped = status.stdout.replace("\n  ", " ")  # a long line wraps, its rest indented
+    line = next(line for line in unwrapped.splitlines() if line.startswith("failed "))
     assert line.startswith("failed plif-none-torch-s0: ") and line.endswith(
         f"delete it to start the run over (log: {broken.resolve()}/sweep.log)")
 
