@@ -120,9 +120,9 @@ def code_identity(modules: list[ModuleType | None]) -> dict[str, str]:
     """``{"stxbench": core digest, <plugin package>: digest, ...}`` for a run that used the
     plugins defined in ``modules``."""
     identity = {CORE: core_digest()}
-    for module in modules:
-        if module is not None:
-            identity[package_name(module)] = files_digest(package_files(module))
+    for module in modules:  # a package that gave several components: its digest once
+        if module is not None and package_name(module) not in identity:
+            identity[package_name(module)] = installed_identity(module)
     return dict(sorted(identity.items()))
 
 

@@ -17,6 +17,7 @@ from stxbench.cli.options import ProtocolOption, QuietOption, SettingsOption, wi
 from stxbench.checkpoints import RUN_CHECKPOINT
 from stxbench.conventions import DEFAULT_CONVENTION
 from stxbench.errors import RunFailed, UsageError
+from stxbench.kernel_cache import CACHE_ENV, LEAF
 from stxbench.launch import check_before_launch, launch
 from stxbench.protocol import DEFAULT_PROTOCOL
 from stxbench.record import Record
@@ -28,12 +29,12 @@ from stxbench.runoptions import RunOptions, folder_parser
 def kernel_cache_folder(config: RunConfig) -> Path:
     """Where this run's compiled kernels are cached (`stxbench.compile.use_cache_dir`, per CPU
     capability as `stxbench.kernel_cache` keeps them)."""
-    folder = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or config.cache_dir / "inductor")
-    if folder.name.startswith("aten-"):
+    folder = Path(os.environ.get(CACHE_ENV) or config.cache_dir / "inductor")
+    if folder.name.startswith(LEAF):
         folder = folder.parent
     pin = config.protocol.cpu_pin
     capability = "avx2" if pin and config.device == "cpu" else os.environ.get("ATEN_CPU_CAPABILITY")
-    return folder / f"aten-{capability}" if capability else folder
+    return folder / f"{LEAF}{capability}" if capability else folder
 
 
 def say_first_compile(config: RunConfig) -> None:

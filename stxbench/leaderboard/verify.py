@@ -23,7 +23,7 @@ from stxbench.conventions import DEFAULT_CONVENTION, NoRawCounts
 from stxbench.cpu_pin import PINS
 from stxbench.energy import cost_model, energy_of, estimate
 from stxbench.errors import UsageError
-from stxbench.code_identity import CORE, core_digest, installed_identity
+from stxbench.code_identity import CORE, core_digest, installed_identity, package_name
 from stxbench.host import KINDS, PluginHost
 from stxbench.leaderboard.names import name_problems, names_for
 from stxbench.leaderboard.problem import Problem
@@ -59,9 +59,9 @@ def installed_code(host: PluginHost) -> dict[str, str]:
     code = {CORE: core_digest()}
     modules = [host.get(kind, name).module for kind in KINDS for name in host.names(kind)]
     modules += [m for m in host.pm.get_plugins() if isinstance(m, ModuleType)]  # plugins that add nothing yet
-    for module in modules:
-        if module is not None and module.__name__.partition(".")[0] != CORE:
-            code.setdefault(module.__name__.partition(".")[0], installed_identity(module))
+    for module in modules:  # several components of one package: its digest once
+        if module is not None and package_name(module) not in code:
+            code[package_name(module)] = installed_identity(module)
     return code
 
 
