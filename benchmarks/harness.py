@@ -25,6 +25,8 @@ from stxbench.api import Backend, NeuronSite, NeuronSpec, Surrogate
 from stxbench.data import load_splits
 from stxbench.host import PluginHost
 from stxbench.hookspecs import hookimpl
+from stxbench.execution import Execution
+from stxbench.run_identity import RunIdentity
 from stxbench.runconfig import RunConfig, resolve
 from stxbench.runner import Run
 from stxbench.runoptions import RunOptions
@@ -124,6 +126,8 @@ def protocol_run(
     )
     splits = load_splits(config.protocol, host, data_root)
     backend = backend if isinstance(backend, Backend) else host.backend(backend)
-    run = Run(config, host, torch.device(config.device), splits, backend, config.surrogate,
-              NullReporter(), warn=lambda line: print(f"warning: {line}", file=sys.stderr))
+    device = torch.device(config.device)
+    run = Run(config, host, device, splits, backend, config.surrogate,
+              NullReporter(), warn=lambda line: print(f"warning: {line}", file=sys.stderr),
+              identity=RunIdentity.of_process(config, host, device, Execution(), backend))
     return config, run

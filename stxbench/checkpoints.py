@@ -23,6 +23,7 @@ import torch
 
 from stxbench.errors import UsageError, one_line
 from stxbench.record import atomic_write_text
+from stxbench.run_identity import RunIdentity
 from stxbench.runconfig import RunConfig
 
 RUN_CHECKPOINT = "checkpoint.pt"
@@ -130,14 +131,12 @@ def misfit(model: torch.nn.Module, state: Any) -> str | None:
 # -- the dense cache ------------------------------------------------------------------------
 
 
-def dense_checkpoint_path(config: RunConfig, bits: dict[str, Any]) -> Path:
-    """The cache file of the dense model: keyed by the protocol's stage 1, the seed and the
-    backend, and by ``bits``, everything else that changes the trained weights (threads, device,
-    precision, processes, library versions, the code of stxbench and of the plugins stage 1
-    uses): a cached model is only ever the one this run would have trained."""
-    key = config.protocol.dense_key(config.seed, config.backend)
-    key = hashlib.sha256(f"{key}{json.dumps(bits, sort_keys=True)}".encode()).hexdigest()
-    return config.cache_dir / "dense" / f"{config.protocol.name}-{key[:24]}.pt"
+def dense_checkpoint_path(config: RunConfig, identity: RunIdentity) -> Path:
+    """The cache file of the dense model: keyed by `RunIdentity.dense_key`, the protocol's stage
+    1, the seed and the backend, and everything else that changes the trained weights (threads,
+    device, precision, processes, library versions, the code of stxbench and of the plugins
+    stage 1 uses): a cached model is only ever the one this run would have trained."""
+    return config.cache_dir / "dense" / f"{config.protocol.name}-{identity.dense_key()[:24]}.pt"
 
 
 def dense_cached(path: Path) -> bool:
@@ -236,12 +235,12 @@ def save_dense(path: Path, model: torch.nn.Module) -> str:
 # -- the run checkpoint ---------------------------------------------------------------------
 
 
-def run_fingerprint(config: RunConfig) -> str:
+def run_fingerprint(config: RunConfig, identity: RunIdentity) -> str:
     """What a checkpoint must have been written by to be resumed by this run."""
     fields = {
-        "protocol": config.protocol_sha256, "neuron": config.neuron, "pruner": config.pruner,
+        "protocol": identity.protocol.sha256, "neuron": config.neuron, "pruner": config.pruner,
         "pruner_params": config.pruner_params, "backend": config.backend, "seed": config.seed,
-        "precision": config.precision,
+        "precision": identity.numerics.precision,
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
@@ -274,10 +273,10 @@ def _other_execution(path: Path, theirs: dict[str, Any], ours: dict[str, Any]) -
     return None
 
 
-def load_run_checkpoint(config: RunConfig, execution: dict[str, Any]) -> dict[str, Any] | None:
+def load_run_checkpoint(config: RunConfig, identity: RunIdentity) -> dict[str, Any] | None:
     """The checkpoint in ``--out`` this run should resume from, or None. A corrupted one, one
-    written by a different run, or by this run executing differently (``execution``: threads,
-    device, processes, compiled neurons, code), is refused with one line."""
+    written by a different run, or by this run executing differently (`RunIdentity.resume_key`:
+    threads, device, processes, compiled neurons, code), is refused with one line."""
     path = run_checkpoint_path(config)
     try:
         loaded = load_state(path)
@@ -290,28 +289,28 @@ def load_run_checkpoint(config: RunConfig, execution: dict[str, Any]) -> dict[st
         raise UsageError(f"{path} was written by another version of stxbench (checkpoint format "
                          f"{state.get('format')!r}, this one reads {CHECKPOINT_FORMAT}); delete it to "
                          "start the run over, or choose another --out")
-    if state.get("fingerprint") != run_fingerprint(config):
+    if state.get("fingerprint") != run_fingerprint(config, identity):
         described = state.get("describes", "another run")
         raise UsageError(
             f"{path} is the checkpoint of another run ({described}); resume it with the same "
             "options, or choose another --out"
         )
-    problem = _other_execution(path, state.get("execution") or {}, execution)
+    problem = _other_execution(path, state.get("execution") or {}, identity.resume_key())
     if problem:
         raise UsageError(problem)
     return state
 
 
-def save_run_checkpoint(config: RunConfig, execution: dict[str, Any], stage: str, model: torch.nn.Module,
+def save_run_checkpoint(config: RunConfig, identity: RunIdentity, stage: str, model: torch.nn.Module,
                         progress: dict[str, Any], done: dict[str, Any]) -> None:
-    """``execution``: how this run executes (`load_run_checkpoint` compares it); ``progress``:
+    """``identity``: how this run executes (`load_run_checkpoint` compares its `resume_key`); ``progress``:
     the stage's `StageState.progress`; ``done``: results of finished stages (timings,
     accuracies, the dense model's sha256) that the record needs."""
     describes = (f"{config.protocol.name} {config.neuron}/{config.pruner}/{config.backend} "
                  f"seed {config.seed}")
     save_state(run_checkpoint_path(config), {
-        "format": CHECKPOINT_FORMAT, "fingerprint": run_fingerprint(config), "describes": describes,
-        "execution": execution, "stage": stage, "model": cpu_state(model), "progress": progress,
+        "format": CHECKPOINT_FORMAT, "fingerprint": run_fingerprint(config, identity), "describes": describes,
+        "execution": identity.resume_key(), "stage": stage, "model": cpu_state(model), "progress": progress,
         "done": done,
     })
 

@@ -35,8 +35,8 @@ NUMBERS_PATH = (
 #: core modules and folders that parse, print, plan or check, and compute no number of a run
 PRESENTATION = (
     "__init__.py", "__main__.py", "cli/", "code_identity.py", "diagnostics.py", "errors.py", "executors/",
-    "failures.py", "hookspecs.py", "host.py", "launch.py", "leaderboard/", "numerics.py", "parity.py", "paths.py",
-    "provenance.py", "runoptions.py", "signals.py",
+    "failures.py", "hookspecs.py", "host.py", "launch.py", "leaderboard/", "parity.py", "paths.py",
+    "provenance.py", "run_identity.py", "runoptions.py", "signals.py",
 )
 
 CORE = "stxbench"
@@ -100,16 +100,40 @@ def core_digest() -> str:
     return files_digest(core_files())
 
 
-def package_files(module: ModuleType | None) -> dict[str, Path]:
-    """A plugin's source files by relative name: its package's ``.py`` files, or its one module."""
+def plugin_files(module: ModuleType | None) -> list[Path]:
+    """The source files of a plugin: its package's ``.py`` files, or its single module file.
+    Every reader of a plugin's files (the code identity, the raw hashes a record keeps, the
+    host naming the plugin a traceback or a file belongs to) finds them here."""
     path = getattr(module, "__file__", None)
     if not path:
-        return {}
-    path = Path(path).resolve()
-    if path.name != "__init__.py":
-        return {path.name: path}
-    return {p.relative_to(path.parent).as_posix(): p for p in sorted(path.parent.rglob("*.py"))
-            if "__pycache__" not in p.parts}
+        return []
+    path = Path(path)
+    if path.name == "__init__.py":
+        return sorted(p for p in path.parent.rglob("*.py") if "__pycache__" not in p.parts)
+    return [path]
+
+
+def package_files(module: ModuleType | None) -> dict[str, Path]:
+    """A plugin's source files by name relative to its package (or its one module's name)."""
+    files = [p.resolve() for p in plugin_files(module)]
+    if len(files) == 1 and files[0].name != "__init__.py":
+        return {files[0].name: files[0]}
+    root = Path(module.__file__).resolve().parent if files else None
+    return {p.relative_to(root).as_posix(): p for p in files}
+
+
+def raw_sha256(modules: list[ModuleType | None]) -> dict[str, str]:
+    """sha256 of the bytes of every source file of the plugins that define ``modules``, keyed
+    ``<package>/<relative path>`` (``<module>.py`` for a one-file plugin): what a record keeps
+    for a reader as ``provenance.plugin_sha256`` (staleness reads the code identity)."""
+    out: dict[str, str] = {}
+    for module in modules:
+        files = plugin_files(module)
+        if not files:
+            continue
+        root = files[0].parent if files[0].name != "__init__.py" else files[0].parent.parent
+        out.update({str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files})
+    return dict(sorted(out.items()))
 
 
 def package_name(module: ModuleType) -> str:

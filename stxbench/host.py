@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
 import sys
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -17,6 +16,7 @@ import pluggy
 from torch import nn
 
 from stxbench import api, hookspecs
+from stxbench.code_identity import plugin_files
 from stxbench.errors import UsageError, one_line, unknown_choice
 from stxbench.signals import from_plugin
 
@@ -73,28 +73,6 @@ class NeuronImplementation:
 class PluginFailure:
     plugin: str
     reason: str
-
-
-def module_files(module: ModuleType | None) -> list[Path]:
-    """The source files of a plugin: its package's ``.py`` files, or its single module file."""
-    path = getattr(module, "__file__", None)
-    if not path:
-        return []
-    path = Path(path)
-    if path.name == "__init__.py":
-        return sorted(p for p in path.parent.rglob("*.py") if "__pycache__" not in p.parts)
-    return [path]
-
-
-def module_sha256(module: ModuleType | None) -> dict[str, str]:
-    """sha256 of each source file of a plugin, keyed ``<package>/<relative path>``."""
-    files = module_files(module)
-    if not files:
-        return {}
-    root = files[0].parent if files[0].name != "__init__.py" else files[0].parent.parent
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
-    }
 
 
 def _names(value: object) -> bool:
@@ -328,7 +306,7 @@ class PluginHost:
         target = Path(path).resolve()
         for registry in self.components.values():
             for comp in registry.values():
-                if any(p.resolve() == target for p in module_files(comp.module)):
+                if any(p.resolve() == target for p in plugin_files(comp.module)):
                     return comp
         return None
 
@@ -340,7 +318,7 @@ class PluginHost:
         for registry in self.components.values():
             for comp in registry.values():
                 if not self.is_builtin(comp.plugin):
-                    for path in module_files(comp.module):
+                    for path in plugin_files(comp.module):
                         owners[str(path.resolve())] = comp
         frames = traceback.extract_tb(exc.__traceback__)
         for frame in reversed(frames):
@@ -349,13 +327,6 @@ class PluginHost:
                 return (f"{comp.kind} '{comp.name}' (plugin '{comp.plugin}') failed: {one_line(exc)} "
                         f"({Path(frame.filename).name}:{frame.lineno})")
         return None
-
-    def plugin_sha256(self, components: Iterable[Component]) -> dict[str, str]:
-        """sha256 of every source file of the plugins that provided ``components``."""
-        out: dict[str, str] = {}
-        for comp in components:
-            out.update(module_sha256(comp.module))
-        return dict(sorted(out.items()))
 
     # -- observers -------------------------------------------------------------------------
 

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 import platform
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 import stxbench
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def git_commit() -> str | None:
@@ -75,11 +67,32 @@ def numerics_device(device: torch.device) -> str:
     return f"{device.type}: {cpu_model()}"
 
 
-@functools.cache
-def cpu_kind() -> str:
+#: the vector extensions libraries dispatch on, as far as a CPU kind names them
+KIND_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")
+
+
+@dataclass(frozen=True)
+class CpuKind:
     """What kind of CPU this is, as far as it can decide kernels: vendor, family and model, and
-    the vector extensions libraries dispatch on (``GenuineIntel 6/143 Intel(R) Xeon(R) ...;
-    avx2 fma avx512f amx``). Linux only; elsewhere the machine type."""
+    the vector extensions libraries dispatch on. Linux only; elsewhere only ``name`` (the
+    machine type) is known."""
+
+    name: str
+    vendor: str | None = None
+    family: str | None = None
+    model: str | None = None
+    flags: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        """``GenuineIntel 6/143 Intel(R) Xeon(R) ...; avx2 fma avx512f amx_tile``."""
+        if self.vendor is None:
+            return self.name
+        return f"{self.vendor} {self.family}/{self.model} {self.name}; {' '.join(self.flags) or 'no avx2'}"
+
+
+@functools.cache
+def this_cpu() -> CpuKind:
+    """The `CpuKind` of the machine this process runs on (read once)."""
     fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
@@ -89,8 +102,13 @@ def cpu_kind() -> str:
                     break  # the first processor's block is enough
                 fields.setdefault(key.strip(), value.strip())
     except OSError:
-        return platform.processor() or platform.machine()
+        return CpuKind(platform.processor() or platform.machine())
     flags = set(fields.get("flags", "").split())
-    wanted = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile") if f in flags]
-    return (f"{fields.get('vendor_id', '?')} {fields.get('cpu family', '?')}/{fields.get('model', '?')} "
-            f"{fields.get('model name', platform.machine())}; {' '.join(wanted) or 'no avx2'}")
+    return CpuKind(fields.get("model name", platform.machine()), vendor=fields.get("vendor_id", "?"),
+                   family=fields.get("cpu family", "?"), model=fields.get("model", "?"),
+                   flags=tuple(f for f in KIND_FLAGS if f in flags))
+
+
+def cpu_kind() -> str:
+    """`this_cpu` as records and receipts write it."""
+    return str(this_cpu())

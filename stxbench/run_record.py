@@ -10,16 +10,13 @@ from typing import TYPE_CHECKING
 import torch
 from pydantic import ValidationError
 
-import stxbench
-from stxbench import cpu_pin, metrics
-from stxbench.code_identity import code_identity
+from stxbench import metrics
 from stxbench.compile import NeuronCompiler
 from stxbench.energy import all_estimates, cost_model, energy_of
 from stxbench.errors import RunFailed
 from stxbench.execution import cudnn_settings
 from stxbench.models.base import SpikingModel
-from stxbench.numerics import used_components
-from stxbench.provenance import cpu_kind, device_name, git_commit, now_utc
+from stxbench.provenance import device_name, git_commit, now_utc
 from stxbench.record import (
     ConfigInfo,
     Counts,
@@ -99,17 +96,22 @@ def make_record(run: Run, model: SpikingModel, outcome: Outcome, compiler: Neuro
 
 
 def provenance(run: Run, checkpoint_sha256: str, compiler: NeuronCompiler | None) -> Provenance:
-    execution, backend = run.execution, run.backend
+    """Where the record's numbers came from: the run's identity (`RunIdentity`, built when it
+    started), with what only the end of the run knows (the compiled graphs, the dense model's
+    sha256)."""
+    identity = run.identity
+    execution, versions, cpu = identity.execution, identity.versions, identity.numerics.cpu
     return Provenance(
-        stxbench=stxbench.__version__,
-        python=platform.python_version(),
-        torch=torch.__version__,
-        libraries={backend.library: backend.library_version()} if backend.library else {},
+        stxbench=versions.stxbench,
+        python=versions.python,
+        torch=versions.torch,
+        libraries=versions.libraries(),
         platform=platform.platform(),
         device=device_name(run.device),
-        threads=torch.get_num_threads(),
-        cpu_numerics=CpuNumerics(pin=run.config.protocol.cpu_pin, cpu_kind=cpu_kind(), **cpu_pin.current())
-        if run.device.type == "cpu" else None,
+        threads=identity.numerics.threads,
+        cpu_numerics=CpuNumerics(pin=cpu.pin, cpu_kind=str(identity.cpu_kind), aten_capability=cpu.aten_capability,
+                                 mkl_branch=cpu.mkl_branch, mkldnn=cpu.mkldnn, ieee_sqrt=cpu.ieee_sqrt)
+        if cpu is not None else None,
         execution=ExecutionInfo(
             precision=execution.precision, world_size=execution.world_size,
             dist_backend=torch.distributed.get_backend() if execution.distributed else None,
@@ -118,8 +120,8 @@ def provenance(run: Run, checkpoint_sha256: str, compiler: NeuronCompiler | None
             compile=compiler.info() if compiler else None,
         ),
         git_commit=git_commit(),
-        plugin_sha256=run.host.plugin_sha256(used_components(run.config, run.host)),
-        code=code_identity([c.module for c in used_components(run.config, run.host)]),
+        plugin_sha256=dict(identity.code.files),
+        code=identity.code.as_dict(),
         checkpoint_sha256=checkpoint_sha256,
         created=now_utc(),
     )

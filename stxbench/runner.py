@@ -46,10 +46,10 @@ from stxbench.failures import failures_explained
 from stxbench.models.base import SpikingModel
 from stxbench.paths import run_lock
 from stxbench.protocol import StageSection
-from stxbench.numerics import dense_bits, run_numerics
 from stxbench.recovery import RecoveryProbe
 from stxbench.record import Counts, Record, write_record
 from stxbench.run_record import Outcome, make_record
+from stxbench.run_identity import RunIdentity
 from stxbench.runconfig import RunConfig
 from stxbench.training import (
     EvalResult,
@@ -83,9 +83,9 @@ class Run:
     done: dict[str, Any] = field(default_factory=dict)
     #: the last checkpoint written, e.g. "dense epoch 3" (for the message on Ctrl-C)
     last_checkpoint: list[str] = field(default_factory=list)
-    #: how this run executes, as far as it changes the numbers (`run_numerics`); a checkpoint
-    #: keeps it, and a resume that differs is refused
-    numerics: dict[str, Any] = field(default_factory=dict)
+    #: what besides its options decides this run's bits, built once when it starts (`start_run`):
+    #: the dense cache key, the run checkpoints and the record's provenance read it
+    identity: RunIdentity | None = None
     #: the protocol's validation split (carved from the training set), if it has one
     validation: torch.utils.data.Dataset | None = None
 
@@ -98,7 +98,7 @@ class Run:
             return None
 
         def save(progress: dict[str, Any]) -> None:
-            save_run_checkpoint(self.config, self.numerics, stage, model, progress, self.done)
+            save_run_checkpoint(self.config, self.identity, stage, model, progress, self.done)
             self.last_checkpoint[:] = [f"{stage} epoch {progress['epoch']}"]
 
         return save
@@ -145,9 +145,8 @@ class Run:
 
 
 def dense_cache_path(run: Run) -> Path:
-    """The dense model's cache file, keyed by all that changes its bits (`numerics.dense_bits`)."""
-    numerics = run.numerics or run_numerics(run.config, run.host, run.device, run.execution)
-    return dense_checkpoint_path(run.config, dense_bits(run.config, run.host, numerics, run.backend))
+    """The dense model's cache file, keyed by all that changes its bits (`RunIdentity.dense_key`)."""
+    return dense_checkpoint_path(run.config, run.identity)
 
 
 def load_resumed_model(run: Run, model: SpikingModel) -> None:
@@ -348,8 +347,9 @@ def start_run(config: RunConfig, host: PluginHost, execution: Execution, reporte
         cpu_pin.require(cpu_pin.PINS[proto.cpu_pin])
     seed_everything(config.seed)
     device = process_device(config.device, execution)
-    numerics = run_numerics(config, host, device, execution)
-    resume = load_run_checkpoint(config, numerics)
+    backend = host.backend(config.backend)
+    identity = RunIdentity.of_process(config, host, device, execution, backend)
+    resume = load_run_checkpoint(config, identity)
     splits, validation = carve_validation(proto, load_splits(proto, host, config.data_root))
     for section in ("train", "finetune"):  # a stage's augmentation must fit the data: say so now
         stage = getattr(proto, section)
@@ -361,10 +361,9 @@ def start_run(config: RunConfig, host: PluginHost, execution: Execution, reporte
         check_distributed([proto.train.batch_size, proto.finetune.batch_size], len(splits.train),
                           execution.world_size)
     configure_cuda(device)
-    backend = host.backend(config.backend)
     run = Run(config, host, device, splits, backend, config.surrogate, reporter, warn, execution,
               resume=resume, done=dict(resume["done"]) if resume else {},
-              last_checkpoint=last_checkpoint, numerics=numerics, validation=validation)
+              last_checkpoint=last_checkpoint, identity=identity, validation=validation)
     run.notify("stxbench_run_start", config=config)
     return run
 

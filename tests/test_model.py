@@ -100,12 +100,14 @@ def test_bad_sizes_and_options_are_user_errors():
 
 
 def test_the_model_family_is_a_registered_plugin():
+    from stxbench.code_identity import raw_sha256
+
     host = PluginHost()
     assert host.names("model") == ["sdt", "spikformer"]
     component = host.get("model", "spikformer")
     assert component.plugin == "model-spikformer" and host.is_builtin(component.plugin)
     # a record's plugin hashes cover the model's files, as they cover every other plugin's
-    assert sorted(host.plugin_sha256([component])) == [
+    assert sorted(raw_sha256([component.module])) == [
         "stxbench_model_spikformer/__init__.py", "stxbench_model_spikformer/spikformer.py"]
 
 

@@ -3,6 +3,7 @@ bits; the record's checkpoint_sha256 is the hash of what the run loaded, when it
 cached file that does not fit the model is retrained; a resume on other threads, another device
 or other code is refused with one line naming which."""
 
+import dataclasses
 import hashlib
 import sys
 import textwrap
@@ -13,10 +14,12 @@ import torch
 from helpers import TINY_PROTOCOL, run_args
 
 from stxbench.checkpoints import load_state, save_state
+from stxbench.code_identity import code_identity
+from stxbench.execution import Execution
 from stxbench.host import PluginHost
 from stxbench.record import load_record
 from stxbench.runconfig import resolve
-from stxbench.numerics import code_sha256
+from stxbench.run_identity import CodeIdentity, RunIdentity
 from stxbench.runner import Run, dense_cache_path
 from stxbench.runoptions import RunOptions
 from stxbench.training import NullReporter
@@ -57,13 +60,18 @@ def _run(protocol, tmp_path, **changes):
     config = resolve(host, protocol=str(protocol), neuron=changes.pop("neuron", "lif"),
                      pruner=changes.pop("pruner", "none"), backend="torch", seed=None, settings=[],
                      out_dir=tmp_path / "out", options=RunOptions(**options))
-    return Run(config, host, torch.device("cpu"), None, host.backend("torch"), config.surrogate, NullReporter(),
-               warn=print, **changes)
+    device, backend = torch.device("cpu"), host.backend("torch")
+    identity = RunIdentity.of_process(config, host, device, Execution(precision=config.precision), backend)
+    numerics = changes.pop("numerics", {})
+    if numerics:
+        identity = dataclasses.replace(identity, numerics=dataclasses.replace(identity.numerics, **numerics))
+    return Run(config, host, device, None, backend, config.surrogate, NullReporter(),
+               warn=print, identity=identity, **changes)
 
 
 def test_the_dense_key_holds_threads_device_precision_compile_and_stage_one_code(tiny_protocol, tmp_path):
     base = _run(tiny_protocol, tmp_path)
-    numerics = {"device": "cpu: X", "threads": 1, "world_size": 1, "code": "c"}
+    numerics = {"device": "cpu: X", "threads": 1, "world_size": 1}
     key = dense_cache_path(_run(tiny_protocol, tmp_path, numerics=numerics))
     for change in ({"threads": 2}, {"device": "cpu: Y"}, {"world_size": 2}):
         assert dense_cache_path(_run(tiny_protocol, tmp_path, numerics={**numerics, **change})) != key
@@ -84,14 +92,18 @@ def test_the_code_hash_follows_the_code_of_a_plugin_not_its_comments(tmp_path, m
     bad_plugins.write(folder, "bi_half")
     sys.modules.pop("bi_half", None)
     host = PluginHost(("bi_half",))
-    component = [host.get("backend", "bi-half")]
-    before = code_sha256(component)
+    module = host.get("backend", "bi-half").module
+
+    def digest(modules):
+        return CodeIdentity(tuple(sorted(code_identity(modules).items())), frozenset(), ()).sha256()
+
+    before = digest([module])
     source = (folder / "bi_half.py").read_text()
     (folder / "bi_half.py").write_text(source + "\n# edited\n")
-    assert code_sha256(component) == before  # a comment computes nothing
+    assert digest([module]) == before  # a comment computes nothing
     (folder / "bi_half.py").write_text(source + "\nEDITED = 1\n")
-    assert code_sha256(component) != before
-    assert code_sha256([]) != code_sha256(component)
+    assert digest([module]) != before
+    assert digest([]) != digest([module])
 
 
 OVERWRITER = """

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stxbench.checkpoints import dense_cached, dense_checkpoint_path
 from stxbench.executors.tasks import DENSE_FOLDER, Task, plugin_host
-from stxbench.numerics import planned_dense_bits
+from stxbench.run_identity import RunIdentity
 from stxbench.runconfig import RunConfig
 from stxbench.runoptions import RunOptions
 
@@ -33,7 +33,7 @@ class Plan:
 
 def dense_path(config: RunConfig) -> Path:
     """Where ``config``'s dense model is cached (as a one-process run of it computes it)."""
-    return dense_checkpoint_path(config, planned_dense_bits(config, plugin_host(config.plugins)))
+    return dense_checkpoint_path(config, RunIdentity.planned(config, plugin_host(config.plugins)))
 
 
 def dense_config(config: RunConfig, folder: Path) -> RunConfig:
