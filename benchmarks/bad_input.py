@@ -172,7 +172,7 @@ def _checkpoint(edit: Callable[[dict], None] | None = None) -> Callable[[Path], 
         if edit is not None:
             import torch
 
-            from stxbench.checkpoints import save_state
+            from stxbench.run.checkpoints import save_state
 
             state = torch.load(root / "ckpt" / "checkpoint.pt", weights_only=True)
             edit(state)
@@ -442,6 +442,13 @@ CONCURRENCY = [
          _checkpoint(lambda s: s["model"].popitem())),
 ]
 
+
+def _broken_neurons(what: str, plugin: str) -> Case:
+    """A run on the backend of ``plugin`` (``bi_nan`` registers ``bi-nan``), whose neurons break
+    the neuron contract: it fails with one line naming the backend."""
+    return Case(what, ["-p", plugin, *RUN, "--backend", plugin.replace("_", "-"), "-q"], _plugin(plugin), expect_code=1)
+
+
 CONTAINMENT = [
     Case("-p module calling sys.exit() at import", ["-p", "bi_exit_import", "list"], _plugin("bi_exit_import")),
     Case("-p module raising KeyboardInterrupt at import", ["-p", "bi_kbd_import", "list"], _plugin("bi_kbd_import")),
@@ -451,20 +458,13 @@ CONTAINMENT = [
          _plugin("bi_bad_signature")),
     Case("backend whose check calls sys.exit() (before the run)",
          ["-p", "bi_exit_check", *RUN, "--backend", "bi-exit-check"], _plugin("bi_exit_check"), expect_code=1),
-    Case("backend whose neurons return NaN", ["-p", "bi_nan", *RUN, "--backend", "bi-nan", "-q"],
-         _plugin("bi_nan"), expect_code=1),
-    Case("backend whose neurons return inf", ["-p", "bi_inf", *RUN, "--backend", "bi-inf", "-q"],
-         _plugin("bi_inf"), expect_code=1),
-    Case("backend whose neurons return a wrong shape", ["-p", "bi_shape", *RUN, "--backend", "bi-shape", "-q"],
-         _plugin("bi_shape"), expect_code=1),
-    Case("backend whose neurons return a wrong dtype", ["-p", "bi_dtype", *RUN, "--backend", "bi-dtype", "-q"],
-         _plugin("bi_dtype"), expect_code=1),
-    Case("backend whose neurons return 0.5", ["-p", "bi_half", *RUN, "--backend", "bi-half", "-q"],
-         _plugin("bi_half"), expect_code=1),
-    Case("backend whose neurons return a tuple", ["-p", "bi_tuple", *RUN, "--backend", "bi-tuple", "-q"],
-         _plugin("bi_tuple"), expect_code=1),
-    Case("backend turning NaN only after some steps", ["-p", "bi_late_nan", *RUN, "--backend", "bi-late-nan", "-q"],
-         _plugin("bi_late_nan"), expect_code=1),
+    _broken_neurons("backend whose neurons return NaN", "bi_nan"),
+    _broken_neurons("backend whose neurons return inf", "bi_inf"),
+    _broken_neurons("backend whose neurons return a wrong shape", "bi_shape"),
+    _broken_neurons("backend whose neurons return a wrong dtype", "bi_dtype"),
+    _broken_neurons("backend whose neurons return 0.5", "bi_half"),
+    _broken_neurons("backend whose neurons return a tuple", "bi_tuple"),
+    _broken_neurons("backend turning NaN only after some steps", "bi_late_nan"),
     # no dense epoch, so no checkpoint to keep; the dense model is cached (a valid cache entry,
     # kept where nothing looks)
     Case("pruner calling sys.exit() during a run",

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from harness import interleaved_medians, protocol_run
 
-from stxbench.checkpoints import load_dense
-from stxbench.counting import count_test_head
-from stxbench.runner import build_model, dense_cache_path
-from stxbench.training import evaluate
+from stxbench.run.checkpoints import load_dense
+from stxbench.measure.counting import count_test_head
+from stxbench.run.context import build_model, dense_cache_path
+from stxbench.run.training import evaluate
 
 
 def main() -> None:

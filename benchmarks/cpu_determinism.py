@@ -91,7 +91,7 @@ PINS: dict[str, dict[str, str]] = {
                    "MKL_CBWR": "COMPATIBLE,STRICT"},
     # ATen at AVX2, MKL's cross-vendor branch, convolutions through MKL instead of oneDNN
     "pin-portable": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE,STRICT", "STXBENCH_PROBE_MKLDNN": "0"},
-    # portable-v2, the current pin: portable plus IEEE square roots in place of MKL's (stxbench.cpu_pin)
+    # portable-v2, the current pin: portable plus IEEE square roots in place of MKL's (stxbench.run.cpu_pin)
     "pin-portable-v2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE,STRICT", "STXBENCH_PROBE_MKLDNN": "0",
                         "STXBENCH_PROBE_IEEE_SQRT": "1"},
     # the same with oneDNN capped at AVX2 instead of off
@@ -104,7 +104,7 @@ CHILD = """
 import os, sys, torch
 torch.backends.mkldnn.enabled = os.environ.get("STXBENCH_PROBE_MKLDNN", "1") == "1"
 if os.environ.get("STXBENCH_PROBE_IEEE_SQRT") == "1":
-    from stxbench.cpu_pin import install_ieee_sqrt
+    from stxbench.run.cpu_pin import install_ieee_sqrt
     install_ieee_sqrt()
 from stxbench.cli import main
 main(sys.argv[1:])
@@ -116,14 +116,14 @@ SPEED_CHILD = """
 import json, os, statistics, sys, time, torch
 torch.backends.mkldnn.enabled = os.environ.get("STXBENCH_PROBE_MKLDNN", "1") == "1"
 if os.environ.get("STXBENCH_PROBE_IEEE_SQRT") == "1":
-    from stxbench.cpu_pin import install_ieee_sqrt
+    from stxbench.run.cpu_pin import install_ieee_sqrt
     install_ieee_sqrt()
 torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[1])
 from harness import protocol_run
 from train_step import make_step
-from stxbench.runner import build_model
-from stxbench.training import batches, make_optimizer
+from stxbench.run.context import build_model
+from stxbench.run.training import batches, make_optimizer
 config, run = protocol_run("torch", sys.argv[2])
 x, y = next(batches(run.splits.train, config.protocol.train.batch_size, shuffle=False, drop_last=True))
 if run.splits.prepare:

@@ -8,7 +8,7 @@ Records of one configuration (neuron, pruner and parameters, backend) at several
 row (means over seeds). A DSP svd row without a spiking bottleneck gets a second row priced
 ``merge-if-cheaper`` (each factorised matrix as the one matrix of its product where that costs
 less under the column's convention and model). Energies are recomputed from the stored counts
-(`stxbench.energy.estimate`), so the records need per-op counts (stxbench 0.1 with this
+(`stxbench.measure.energy.estimate`), so the records need per-op counts (stxbench 0.1 with this
 module's counting, or later). Directories are searched for ``*.json`` records.
 """
 
@@ -19,11 +19,11 @@ import statistics
 import sys
 from pathlib import Path
 
-from stxbench.conventions import CONVENTIONS
-from stxbench.energy import cost_model, estimate
-from stxbench.errors import UsageError
+from stxbench.measure.conventions import CONVENTIONS
+from stxbench.measure.energy import cost_model, estimate
+from stxbench.run.errors import UsageError
 from stxbench.leaderboard.store import pruner_label
-from stxbench.record import Record, load_record
+from stxbench.record.schema import Record, load_record
 
 
 def records(paths: list[str]) -> list[Record]:

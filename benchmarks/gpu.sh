@@ -92,7 +92,7 @@ log "4. stxbench run: cifar10-spikformer-4-384, slif + dsp, on $DEVICE, short un
     "${RUN_SETTINGS[@]}"
 "$PY" - "$OUT/run/result.json" "$DEVICE" <<'EOF' | tee "$OUT/record.txt"
 import sys
-from stxbench.record import load_record
+from stxbench.record.schema import load_record
 record = load_record(sys.argv[1])  # validates the schema; a bad record is one UsageError line
 device, execution = record.provenance.device, record.provenance.execution
 assert not record.protocol.official and record.counts is not None and record.energy is not None

@@ -22,15 +22,16 @@ import torch
 from torch import nn
 
 from stxbench.api import Backend, NeuronSite, NeuronSpec, Surrogate
-from stxbench.data import load_splits
-from stxbench.host import PluginHost
-from stxbench.hookspecs import hookimpl
-from stxbench.execution import Execution
-from stxbench.run_identity import RunIdentity
-from stxbench.runconfig import RunConfig, resolve
-from stxbench.runner import Run
-from stxbench.runoptions import RunOptions
-from stxbench.training import NullReporter
+from stxbench.data.splits import load_splits
+from stxbench.host.plugin_host import PluginHost
+from stxbench.host.hookspecs import hookimpl
+from stxbench.run.processes import Execution
+from stxbench.record.run_identity import RunIdentity
+from stxbench.run.resolve import resolve
+from stxbench.run.config import RunConfig
+from stxbench.run.context import Run
+from stxbench.run.config import RunOptions
+from stxbench.run.training import NullReporter
 
 
 #: what steps are timed with: wall time, or (``--cpu-time``) the process's CPU time, which a

@@ -20,9 +20,9 @@ from tabulate import tabulate
 
 from stxbench_neuron_lif import LIFFamily
 
-from stxbench import parity
+from stxbench.neurons import parity
 from stxbench.api import SURROGATE_DEFAULT_ALPHA, Surrogate
-from stxbench.host import PluginHost
+from stxbench.host.plugin_host import PluginHost
 
 
 def compare(spec, surrogate, site, shape, kind, setting, seed, device) -> dict:
@@ -31,7 +31,7 @@ def compare(spec, surrogate, site, shape, kind, setting, seed, device) -> dict:
     kernel = TorchBackend().make_neuron(spec, site, surrogate)
     family = LIFFamily()
     by_meaning = [parity.parameters_by_meaning(m, family.meanings) for m in (plain, kernel)]
-    if setting == "trained":  # the same random values on both, by meaning (as stxbench.parity does)
+    if setting == "trained":  # the same random values on both, by meaning (as stxbench.neurons.parity does)
         with torch.no_grad():
             for meaning, p in by_meaning[0].items():
                 value = family.parity_value(meaning, p.detach().clone(), site, generator)

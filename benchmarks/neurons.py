@@ -30,7 +30,7 @@ from stxbench_backend_torch import LIFFamilyNeuron
 from tabulate import tabulate
 
 from stxbench.api import NeuronSite, NeuronSpec, Surrogate
-from stxbench.host import PluginHost
+from stxbench.host.plugin_host import PluginHost
 
 SHAPES = ("4x64x24576", "4x64x4096")
 SURROGATE = Surrogate("superspike")

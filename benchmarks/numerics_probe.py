@@ -32,10 +32,10 @@ import torch.nn.functional as F  # noqa: E402
 torch.set_num_threads(1)
 torch.backends.mkldnn.enabled = NATIVE
 if not NATIVE:
-    from stxbench.cpu_pin import PINS
+    from stxbench.run.cpu_pin import PINS
 
     if PINS[PIN_ID].ieee_sqrt:
-        from stxbench.cpu_pin import install_ieee_sqrt
+        from stxbench.run.cpu_pin import install_ieee_sqrt
 
         install_ieee_sqrt()
 rng = np.random.Generator(np.random.PCG64(1234))
@@ -120,7 +120,7 @@ try:
     import warnings
     warnings.filterwarnings("ignore")
     from stxbench.api import NeuronSite, Surrogate
-    from stxbench.host import PluginHost
+    from stxbench.host.plugin_host import PluginHost
     host = PluginHost()
     backend = host.backend("torch")
     x = t(4, 16, 512, scale=1.5) + 0.5

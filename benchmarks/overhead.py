@@ -32,11 +32,11 @@ from tabulate import tabulate
 from torch import nn
 
 from stxbench.cli.progress import RichReporter
-from stxbench.host import PluginHost
-from stxbench.protocol import load_protocol
-from stxbench.runconfig import resolve
-from stxbench.runner import execute
-from stxbench.runoptions import RunOptions
+from stxbench.host.plugin_host import PluginHost
+from stxbench.run.protocol import load_protocol
+from stxbench.run.resolve import resolve
+from stxbench.run.stages import execute
+from stxbench.run.config import RunOptions
 
 QUICK = ["train.epochs=2", "finetune.epochs=1"]
 
@@ -59,7 +59,7 @@ def unchecked(run):
     them: ``impl(x)``; no spike check on each stage's first batch): their cost, side by side."""
     import contextlib
 
-    from stxbench import training
+    from stxbench.run import training
     from stxbench.models.base import NeuronSlot
 
     checked_forward, checking = NeuronSlot.forward, training.checking_spikes
@@ -79,7 +79,7 @@ def bare_loop(protocol: str, settings: list[str]) -> dict:
     from stxbench_neuron_lif import LIF
 
     from stxbench.api import Surrogate
-    from stxbench.protocol import parse_value
+    from stxbench.run.protocol import parse_value
 
     start = time.perf_counter()
     proto = load_protocol(protocol, {k: parse_value(v) for k, v in (s.split("=") for s in settings)})
@@ -124,8 +124,8 @@ def slot_check_cost(protocol: str, rounds: int) -> None:
     checks cost on every step (the value check runs on one batch per stage, not here)."""
     from harness import interleaved_medians, protocol_run
 
-    from stxbench.runner import build_model
-    from stxbench.training import batches, make_optimizer
+    from stxbench.run.context import build_model
+    from stxbench.run.training import batches, make_optimizer
 
     config, run = protocol_run("torch", protocol)
     x, y = next(batches(run.splits.train, config.protocol.train.batch_size, shuffle=False, drop_last=True))

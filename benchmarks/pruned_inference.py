@@ -8,7 +8,7 @@ The protocol's model (its cached dense checkpoint when ``stxbench run`` made one
 initial weights: timing does not depend on them) is pruned the way a run prunes it and
 finalized (L1P masks folded into the weights; DSP svd factors as two Linears; DSP channels
 matrices physically narrower). Each variant then evaluates the whole test split as the runner
-times it (`stxbench.training.evaluate`), round-robin with the others; the table gives samples/s
+times it (`stxbench.run.training.evaluate`), round-robin with the others; the table gives samples/s
 and the speedup over the dense model in the same mode, and over dense eager.
 """
 
@@ -19,10 +19,10 @@ import copy
 from harness import interleaved_medians, machine_line, parser, protocol_run, setup
 from tabulate import tabulate
 
-from stxbench.checkpoints import load_dense
-from stxbench.compile import compile_neurons
-from stxbench.runner import build_model, dense_cache_path
-from stxbench.training import evaluate
+from stxbench.run.checkpoints import load_dense
+from stxbench.neurons.compile import compile_neurons
+from stxbench.run.context import build_model, dense_cache_path
+from stxbench.run.training import evaluate
 
 VARIANTS = {
     "dense": ("none", {}),

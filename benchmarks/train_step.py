@@ -9,7 +9,7 @@ over today's eager reference (the torch backend's plain loop), with each step's 
 Variants, each built as ``stxbench run`` builds its model (the same initialisation): ``loop``
 (the plain loop, eager: the reference), ``loop compiled`` (what ``--compile`` gave the torch
 backend before its kernel), ``torch`` (the fused kernel, the torch backend's default), and each
-library backend eager and with ``--compile`` (`stxbench.compile.compile_neurons`); ``*`` marks
+library backend eager and with ``--compile`` (`stxbench.neurons.compile.compile_neurons`); ``*`` marks
 what ``stxbench run`` uses for each backend on this device. ``--bound`` adds ``bound``: neurons
 that cost one comparison, the floor under any neuron implementation. A step is forward,
 cross-entropy, backward and an optimizer step on the protocol's first training batch; an
@@ -40,9 +40,9 @@ from tabulate import tabulate
 from torch import nn
 
 from stxbench.api import Surrogate
-from stxbench.compile import compile_neurons
-from stxbench.runner import build_model
-from stxbench.training import batches, make_optimizer
+from stxbench.neurons.compile import compile_neurons
+from stxbench.run.context import build_model
+from stxbench.run.training import batches, make_optimizer
 
 WARMUP_STEPS = 2
 MEMORY_STEPS = 2
@@ -96,8 +96,7 @@ class BoundNeuron(nn.Module):
 
     def __init__(self, spec, site, surrogate):
         super().__init__()
-        from stxbench import lif
-
+        from stxbench.neurons import lif
         lif.add_learnables(self, spec, site)
 
     def forward(self, x):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from stxbench.leaderboard.rerun import Rerunner, schedule
 from stxbench.leaderboard.store import Board, ProtocolLookup
-from stxbench.runner import RESULT_FILE
+from stxbench.run.stages import RESULT_FILE
 
 
 def main() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,19 @@ def tiny_protocol(tmp_path: Path) -> Path:
     """A protocol file that trains spikformer-1-32 (T=2, 4 tokens) on digits for 2 + 1 epochs
     (about 2 s; reaches roughly 0.5-0.6 accuracy, so predictions are not constant)."""
     return write_tiny_protocol(tmp_path)
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path, monkeypatch):
+    """``plugin_dir(name, source)`` writes the test plugin module ``name`` (its ``source``,
+    dedented) where it imports, as a user's ``-p name`` would; returns ``name``."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(name: str, source: str) -> str:
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        return name
+
+    return write
 
 
 @pytest.fixture

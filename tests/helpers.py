@@ -95,3 +95,20 @@ def sweep_args(protocol, out, cache, *extra, threads: str | None = None) -> list
 def lb(cli, command: str, root, protocol_dir, *args: str):
     """``stxbench leaderboard COMMAND --root ROOT --protocol-dir DIR ARGS`` through ``cli``."""
     return cli("leaderboard", command, "--root", str(root), "--protocol-dir", str(protocol_dir), *args)
+
+
+def backend_source(cls: str, name: str, summary: str, neuron: str, base: str = "Backend", families: str = "") -> str:
+    """The source of a test plugin's backend class ``cls`` (registered as ``name``), whose
+    neurons are ``neuron(spec, site, surrogate)`` modules; ``families``: its ``families = ...``
+    line's value, for a backend of other families than lif."""
+    lines = [f"class {cls}({base}):", f"    name = {name!r}", f"    summary = {summary!r}"]
+    if families:
+        lines.append(f"    families = {families}")
+    lines += ["", "    def make_neuron(self, spec, site, surrogate):", "        self.check_neuron(spec, surrogate)",
+              f"        return {neuron}(spec, site, surrogate)"]
+    return "\n".join(lines) + "\n"
+
+
+def backends_hook(*classes: str) -> str:
+    """The source of a test plugin's ``stxbench_add_backends``, returning one of each class."""
+    return f"@hookimpl\ndef stxbench_add_backends():\n    return [{', '.join(f'{c}()' for c in classes)}]\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import TINY_PROTOCOL, run_cli
 
-from stxbench.record import Record, load_record, write_record
+from stxbench.record.schema import Record, load_record, write_record
 
 
 def at_seed(record: Record, seed: int, correct: int) -> Record:

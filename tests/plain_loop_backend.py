@@ -6,7 +6,7 @@ from stxbench_backend_torch import LIFFamilyNeuron, TorchBackend
 from stxbench_neuron_lif import LIFFamily
 
 from stxbench.api import lif
-from stxbench.hookspecs import hookimpl
+from stxbench.host.hookspecs import hookimpl
 
 
 class PlainLoopBackend(TorchBackend):
@@ -24,7 +24,7 @@ def stxbench_add_backends():
 
 
 class PlainLoopFamily(LIFFamily):
-    """The lif family with the torch backend's plain loop as its reference: what `stxbench.parity`
+    """The lif family with the torch backend's plain loop as its reference: what `stxbench.neurons.parity`
     holds the fused kernel to (the kernel must equal the loop it replaces bit for bit)."""
 
     Reference = LIFFamilyNeuron

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stxbench.record import load_record
+from stxbench.record.schema import load_record
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "stxbench-alif"
 #: per-channel adaptation strengths of spikformer-1-32 (pools=2): stem 4+8+16+32, rpe 32,

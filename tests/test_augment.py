@@ -1,4 +1,4 @@
-"""RandAugment and RandomErasing on tensors (`stxbench.augment`): every op equals Pillow's pixel
+"""RandAugment and RandomErasing on tensors (`stxbench.data.augment`): every op equals Pillow's pixel
 for pixel, a whole RandAugment batch equals timm's algorithm applied with the same draws, the
 draws and erased boxes have timm's statistics, seeds fix everything, and the protocol fields are
 checked, hash-neutral at their defaults and refused where the data do not fit."""
@@ -11,13 +11,13 @@ import random
 import pytest
 import torch
 
-from stxbench.augment import mean_pixel, stage_augmentation
-from stxbench.augment.erasing import RandomErasing
-from stxbench.augment.randaugment import (
+from stxbench.data.augment import mean_pixel, stage_augmentation
+from stxbench.data.augment.erasing import RandomErasing
+from stxbench.data.augment.randaugment import (
     ALL_OPS, INCREASING_OPS, SIGNED, RandAugment, RandAugmentConfig, apply_op,
 )
-from stxbench.errors import UsageError
-from stxbench.protocol import Protocol, load_protocol
+from stxbench.run.errors import UsageError
+from stxbench.run.protocol import Protocol, load_protocol
 
 PIL = pytest.importorskip("PIL")
 from PIL import Image, ImageEnhance, ImageOps  # noqa: E402
@@ -332,7 +332,7 @@ def test_bad_augmentation_settings_are_one_line_errors(cli, tmp_path, key, value
 
 
 def test_mean_pixel_inverts_the_datasets_normalisation():
-    from stxbench.datasets import normalizer
+    from stxbench.data.contract import normalizer
 
     class Splits:
         prepare = staticmethod(normalizer((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)))

@@ -4,18 +4,18 @@ same on every backend."""
 
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
 from backends_util import LIBRARY_BACKENDS, LIF, SLIF, make_backend, needs
+from helpers import backend_source, backends_hook
 
 from stxbench.api import NeuronSite, Surrogate
-from stxbench.errors import UsageError
-from stxbench.host import PluginHost
-from stxbench.protocol import load_protocol
-from stxbench.record import load_record
-from stxbench.training import evaluate
+from stxbench.run.errors import UsageError
+from stxbench.host.plugin_host import PluginHost
+from stxbench.run.protocol import load_protocol
+from stxbench.record.schema import load_record
+from stxbench.run.training import evaluate
 
 installed = needs(*LIBRARY_BACKENDS)
 
@@ -68,19 +68,8 @@ class GreaterNeuron(torch.nn.Module):
         return torch.stack(out)
 
 
-class GreaterBackend(Backend):
-    name = "greater"
-    summary = "fires on > (wrong at exact ties)"
-
-    def make_neuron(self, spec, site, surrogate):
-        self.check_neuron(spec, surrogate)
-        return GreaterNeuron(spec, site, surrogate)
-
-
-@hookimpl
-def stxbench_add_backends():
-    return [GreaterBackend()]
-'''
+''' + backend_source("GreaterBackend", "greater", "fires on > (wrong at exact ties)", "GreaterNeuron") + "\n\n" \
+    + backends_hook("GreaterBackend")
 
 LOCAL_SLIF = '''
 from stxbench.api import hookimpl
@@ -91,17 +80,6 @@ from stxbench.api import NeuronSpec
 def stxbench_add_neurons():
     return [NeuronSpec("slif-local", "per-channel decay and threshold", decay="channel", threshold="channel")]
 '''
-
-
-@pytest.fixture
-def plugin_dir(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(tmp_path))
-
-    def write(name, source):
-        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
-        return name
-
-    return write
 
 
 @installed
@@ -133,7 +111,7 @@ def test_a_missing_library_is_listed_and_refused_with_the_extra(cli, plugin_dir,
 
 def test_library_imports_wait_until_a_neuron_is_built():
     code = (
-        "import sys; from stxbench.host import PluginHost; host = PluginHost(); "
+        "import sys; from stxbench.host.plugin_host import PluginHost; host = PluginHost(); "
         "assert {'spikingjelly', 'snntorch', 'norse'} <= set(host.names('backend')), host.failures; "
         "print(sorted(m for m in ('spikingjelly', 'snntorch', 'norse') if m in sys.modules))"
     )
@@ -241,8 +219,8 @@ def test_the_headline_run_works_on_every_library_backend(cli, tiny_protocol, cac
 def test_a_backend_may_compile_its_neurons_by_default(backend, flag, compiled, tmp_path):
     """spikingjelly compiles on a CPU unless --no-compile; on CUDA it has kernels of its own. The
     torch backend's kernel compiles itself, so the run compiles nothing more for it."""
-    from stxbench.runconfig import resolve
-    from stxbench.runoptions import RunOptions
+    from stxbench.run.resolve import resolve
+    from stxbench.run.config import RunOptions
 
     host = PluginHost()
     config = resolve(host, neuron="slif", pruner="dsp", backend=backend, seed=None, settings=[], out_dir=tmp_path,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from backends_util import ALL_BACKENDS, LIF, NEURONS, SLIF, make_backend
 
-from stxbench import parity
+from stxbench.neurons import parity
 from stxbench.api import NeuronSite, NeuronSpec, Surrogate
 from stxbench_neuron_lif import LIFFamily, LIFReference
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-import stxbench.record
+import stxbench.record.schema
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "bad_input.py"
 #: branches whose work some cases wait for, and whether this checkout has it
-MERGED = {"lbtrust": hasattr(stxbench.record, "parse_record_json")}  # strict record loading
+MERGED = {"lbtrust": hasattr(stxbench.record.schema, "parse_record_json")}  # strict record loading
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 import pytest
 from conftest import TINY_PROTOCOL, run_cli
 
-from stxbench.record import load_record
+from stxbench.record.schema import load_record
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import TINY_PROTOCOL
 
-from stxbench.errors import UsageError
+from stxbench.run.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTH = 100
@@ -96,7 +96,7 @@ def test_every_command_fits_100_columns(unofficial_dsp_run, tiny_runs, cli, narr
 
 def test_energy_lists_the_stored_variants_lowest_first(unofficial_dsp_run, cli, narrow):
     _, record = unofficial_dsp_run
-    from stxbench.record import load_record
+    from stxbench.record.schema import load_record
 
     stored = load_record(record).energies
     result = cli("energy", str(record), "--variants")
@@ -115,7 +115,7 @@ def test_a_protocol_key_typo_names_the_closest_few(cli, tiny_protocol, tmp_path)
 
 
 def test_the_dense_lock_names_its_holder_and_the_cache(tmp_path):
-    from stxbench.checkpoints import dense_lock
+    from stxbench.run.checkpoints import dense_lock
 
     path = tmp_path / "cache" / "dense" / "tiny-0123.pt"
     said: list[str] = []
@@ -202,7 +202,7 @@ def test_a_folder_of_another_dataset_is_refused_before_any_work(cli, tmp_path):
 
 
 def test_a_header_promising_more_than_the_dataset_has_is_refused_unread(tmp_path):
-    from stxbench.datafiles import read_idx
+    from stxbench.data.files import read_idx
 
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(idx(np.zeros(0), dims=(4_000_000_000, 28, 28)))
@@ -215,7 +215,7 @@ def test_a_header_promising_more_than_the_dataset_has_is_refused_unread(tmp_path
 def test_a_corrupt_npz_in_a_dvs_folder_is_refused_when_the_dataset_loads(tmp_path):
     from test_datasets_dvs import fake_gesture
 
-    from stxbench.host import PluginHost
+    from stxbench.host.plugin_host import PluginHost
 
     fake_gesture(tmp_path, per_class=1)
     bad = tmp_path / "events_np" / "test" / "7" / "user01_led_0.npz"
@@ -241,7 +241,7 @@ def test_a_cifar_file_larger_than_any_of_the_release_is_refused_unread(tmp_path,
 
 
 def test_a_checkpoint_that_is_not_a_torch_archive_or_too_large_is_not_read(tmp_path):
-    from stxbench.checkpoints import CorruptCheckpoint, load_state, save_state
+    from stxbench.run.checkpoints import CorruptCheckpoint, load_state, save_state
 
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(b"\0" * 4096)
@@ -257,7 +257,7 @@ def test_a_checkpoint_that_is_not_a_torch_archive_or_too_large_is_not_read(tmp_p
 
 
 def test_a_full_disk_is_one_line_and_the_run_resumes(cli, tiny_protocol, tmp_path, monkeypatch):
-    import stxbench.checkpoints as checkpoints
+    import stxbench.run.checkpoints as checkpoints
 
     real, saves = checkpoints.save_state, []
 

@@ -18,13 +18,13 @@ import torch
 from conftest import TINY_PROTOCOL
 from plain_loop_backend import PlainLoopBackend
 
-from stxbench.compile import CompiledForward, compile_neurons
-from stxbench.host import PluginHost
-from stxbench.protocol import load_protocol
-from stxbench.runconfig import resolve
-from stxbench.runner import Run, build_model
-from stxbench.runoptions import RunOptions
-from stxbench.training import NullReporter, StageHooks, evaluate, train_stage
+from stxbench.neurons.compile import CompiledForward, compile_neurons
+from stxbench.host.plugin_host import PluginHost
+from stxbench.run.protocol import load_protocol
+from stxbench.run.resolve import resolve
+from stxbench.run.context import Run, build_model
+from stxbench.run.config import RunOptions
+from stxbench.run.training import NullReporter, StageHooks, evaluate, train_stage
 
 TINY_GRAPHS = 6  # stem, token and attention neurons (threshold 0.5), with and without grad
 
@@ -181,10 +181,10 @@ def test_rebuilt_neurons_are_compiled_when_they_run(tmp_path):
 def test_recompile_limit_is_a_recorded_fallback_not_a_silent_one(monkeypatch, tmp_path):
     """torch runs a function eager, silently, once it has compiled it recompile_limit times;
     here that becomes the recorded fallback (a limit of 2 is hit by the third neuron kind)."""
-    import stxbench.compile
+    import stxbench.neurons.compile
     from tiny_models import tiny_model
 
-    monkeypatch.setitem(stxbench.compile._DYNAMO_SETTINGS, "recompile_limit", 2)
+    monkeypatch.setitem(stxbench.neurons.compile._DYNAMO_SETTINGS, "recompile_limit", 2)
     model = tiny_model(backend=PlainLoopBackend()).eval()
     warnings = []
     compiler = compile_neurons(model, tmp_path, warnings.append)

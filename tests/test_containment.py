@@ -14,8 +14,8 @@ import pytest
 from helpers import TINY_PROTOCOL, run_args, run_cli
 from test_host import install_entry_point, write_module
 
-from stxbench.host import PluginHost
-from stxbench.record import load_record
+from stxbench.host.plugin_host import PluginHost
+from stxbench.record.schema import load_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import bad_plugins  # noqa: E402

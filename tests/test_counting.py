@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from stxbench.counting import OpCounter, count_batches
-from stxbench.errors import RunFailed
+from stxbench.measure.counting import OpCounter, count_batches
+from stxbench.run.errors import RunFailed
 from stxbench_model_spikformer.spikformer import MatMul
 
 # 3 outputs x 4 inputs; nonzero weights per input column k: 2, 0, 2, 2 (column 1 fully pruned)
@@ -264,7 +264,7 @@ def test_nothing_counted_fails_instead_of_reporting_zero():
     ],
 )
 def test_operand_classification(values, kind):
-    from stxbench.op_rule import classify
+    from stxbench.measure.op_rules import classify
 
     assert classify(torch.tensor(values)).kind == kind
 

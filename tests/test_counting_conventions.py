@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from stxbench.conventions import convention_counts
-from stxbench.counting import count_batches
-from stxbench.energy import estimate
-from stxbench.host import PluginHost
+from stxbench.measure.conventions import convention_counts
+from stxbench.measure.counting import count_batches
+from stxbench.measure.energy import estimate
+from stxbench.host.plugin_host import PluginHost
 from tiny_models import lively_spikformer
 from stxbench_pruner_dsp import DSP, DSPParams
 

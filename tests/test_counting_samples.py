@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from stxbench.api import Surrogate
-from stxbench.counting import OpCounter, count_batches
-from stxbench.execution import Execution
-from stxbench.host import PluginHost
-from stxbench.op_rule import SMALL_INT_MAX, Layout, layout, sample_kinds
+from stxbench.measure.counting import OpCounter, count_batches
+from stxbench.run.processes import Execution
+from stxbench.host.plugin_host import PluginHost
+from stxbench.measure.op_rules import SMALL_INT_MAX, Layout, layout, sample_kinds
 
 T = 2
 

@@ -21,8 +21,8 @@ import pytest
 import torch
 from torch import nn
 
-from stxbench.counting import count_batches
-from stxbench.host import PluginHost
+from stxbench.measure.counting import count_batches
+from stxbench.host.plugin_host import PluginHost
 from tiny_models import lively_spikformer
 
 op_counter = pytest.importorskip(

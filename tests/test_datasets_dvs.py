@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from stxbench.errors import UsageError
-from stxbench.host import PluginHost
+from stxbench.run.errors import UsageError
+from stxbench.host.plugin_host import PluginHost
 from stxbench_dataset_dvs import CIFAR10_CLASSES, EventClips, integrate
 
 
@@ -139,7 +139,7 @@ def test_event_frames_train_end_to_end(cli, tmp_path):
     result = cli("run", "--protocol", str(tmp_path / "dvs.toml"), "--data-root", str(tmp_path / "data"),
                  "--device", "cpu", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "-q")
     assert result.code == 0, result.stderr
-    from stxbench.record import load_record
+    from stxbench.record.schema import load_record
 
     record = load_record(tmp_path / "out" / "result.json")
     assert record.metrics.test_samples == 11 and record.config.T == 2

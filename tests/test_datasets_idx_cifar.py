@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from stxbench.errors import UsageError
-from stxbench.host import PluginHost
+from stxbench.run.errors import UsageError
+from stxbench.host.plugin_host import PluginHost
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from stxbench.errors import UsageError
-from stxbench.host import PluginHost
+from stxbench.run.errors import UsageError
+from stxbench.host.plugin_host import PluginHost
 
 pytest.importorskip("mnist1d", reason="pip install 'stxbench[mnist1d]'")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch.distributed as dist
 
-from stxbench.protocol import load_protocol
-from stxbench.record import load_record
+from stxbench.run.protocol import load_protocol
+from stxbench.record.schema import load_record
 
 pytestmark = [pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                  reason="torch.distributed with gloo is not available"),

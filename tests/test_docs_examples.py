@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from docs_examples import DOCS, ROOT, code_blocks, examples, write_example
 
-from stxbench.record import load_record
+from stxbench.record.schema import load_record
 
 #: example name -> the test that runs it
 TESTED = {"neuron", "backend", "dataset", "model", "pruner", "observer"}

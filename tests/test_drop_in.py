@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from stxbench import parity
-from stxbench.host import PluginHost
+from stxbench.neurons import parity
+from stxbench.host.plugin_host import PluginHost
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import TINY_PROTOCOL, run_cli
 
-from stxbench import counting
-from stxbench.conventions import CONVENTIONS
-from stxbench.energy import COST_MODELS, cost_model, estimate
-from stxbench.record import load_record
+from stxbench.measure import counting
+from stxbench.measure.conventions import CONVENTIONS
+from stxbench.measure.energy import COST_MODELS, cost_model, estimate
+from stxbench.record.schema import load_record
 
 # neuron updates per sample of the tiny spikformer-1-32 (8x8 input, pools=2, T=2), by layer:
 # stem 4x64 + 8x64 + 16x64 + 32x16 (pooled to 4x4) + rpe 32x4 = 2432; block (4 tokens, width

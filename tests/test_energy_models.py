@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from stxbench.counting import count_batches
-from stxbench.energy import COST_MODELS, PJ_PER_MJ, all_estimates, cost_model, energy_of, estimate
-from stxbench.errors import UsageError
+from stxbench.measure.counting import count_batches
+from stxbench.measure.energy import COST_MODELS, PJ_PER_MJ, all_estimates, cost_model, energy_of, estimate
+from stxbench.run.errors import UsageError
 from stxbench_pruner_dsp import LowRankLinear
 
 WEIGHT = torch.tensor([[1.5, 0.0, -2.5, 0.0], [0.0, 0.0, 0.5, 4.25], [-0.75, 0.0, 0.0, 6.5]])

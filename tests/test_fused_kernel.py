@@ -20,7 +20,7 @@ from conftest import TINY_PROTOCOL
 from stxbench_backend_torch import LIFFamilyNeuron, TorchBackend
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from stxbench import parity
+from stxbench.neurons import parity
 from stxbench.api import NeuronSite, Surrogate
 from stxbench_neuron_lif import LIF
 from stxbench_neuron_slif import SLIF

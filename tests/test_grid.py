@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import TINY_PROTOCOL
 
-from stxbench.errors import UsageError
-from stxbench.protocol import Protocol, builtin_protocols, load_protocol
-from stxbench.record import load_record
+from stxbench.run.errors import UsageError
+from stxbench.run.protocol import Protocol, builtin_protocols, load_protocol
+from stxbench.record.schema import load_record
 
 #: today's protocols, hashed before grids, validation splits and short epochs existed
 PUBLISHED = {

@@ -4,8 +4,8 @@ import textwrap
 
 import pytest
 
-from stxbench.errors import UsageError
-from stxbench.host import PluginHost
+from stxbench.run.errors import UsageError
+from stxbench.host.plugin_host import PluginHost
 
 
 def write_module(folder, name, source):

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from stxbench.energy import cost_model
-from stxbench.errors import UsageError
+from stxbench.measure.energy import cost_model
+from stxbench.run.errors import UsageError
 from stxbench.leaderboard.rerun import Tolerances, compare_exact, compare_tolerant, pick_one
 from stxbench.leaderboard.store import Entry, ProtocolLookup
-from stxbench.record import load_record, write_record
+from stxbench.record.schema import load_record, write_record
 
 ENTRIES = ("tiny__lif__none__torch__s0.json", "tiny__lif__none__torch__s1.json",
            "tiny__plif__none__torch__s0.json")

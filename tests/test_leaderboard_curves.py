@@ -13,7 +13,7 @@ from stxbench.leaderboard.curves import group_lines
 from stxbench.leaderboard.plots import ENERGY_PLOT, PARAMS_PLOT, RECOVERY_PLOT, png_plot_data
 from stxbench.leaderboard.render import group_rows, render
 from stxbench.leaderboard.store import entry_name
-from stxbench.record import CurvePoint, Diagnostics, NeuronDiagnostic, Recovery, load_record
+from stxbench.record.schema import CurvePoint, Diagnostics, NeuronDiagnostic, Recovery, load_record
 
 T975_DF1 = 12.706204736174707  # t quantile 0.975, 1 degree of freedom
 
@@ -126,7 +126,7 @@ def test_a_changed_curve_rerenders_the_recovery_views_only(board):
 
 
 def test_check_holds_recovery_fields_to_the_protocol(tiny_runs, base, tmp_path):
-    from stxbench.host import PluginHost
+    from stxbench.host.plugin_host import PluginHost
     from stxbench.leaderboard.store import ProtocolLookup
     from stxbench.leaderboard.verify import Verifier
 

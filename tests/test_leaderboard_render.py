@@ -11,7 +11,7 @@ from stxbench.leaderboard.energy_views import BREAKDOWN_PLOT
 from stxbench.leaderboard.plots import PARAMS_PLOT, compression_data, plot_png, png_plot_data
 from stxbench.leaderboard.render import PLOT, group_rows, render
 from stxbench.leaderboard.store import Board, entry_name
-from stxbench.record import Record, load_record, write_record
+from stxbench.record.schema import Record, load_record, write_record
 
 
 def table_rows(markdown: str, index: int = 0) -> list[list[str]]:

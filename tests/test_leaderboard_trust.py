@@ -14,10 +14,10 @@ import pytest
 
 from helpers import lb
 
-from stxbench.energy import cost_model
+from stxbench.measure.energy import cost_model
 from stxbench.leaderboard.rerun import SHOWN_FIELDS
-from stxbench.provenance import cpu_kind
-from stxbench.record import CpuNumerics, load_record
+from stxbench.record.provenance import cpu_kind
+from stxbench.record.schema import CpuNumerics, load_record
 
 LIF, PLIF = "tiny__lif__none__torch__s0.json", "tiny__plif__none__torch__s0.json"
 
@@ -447,11 +447,11 @@ def test_a_pinned_protocol_runs_under_its_pin_and_reruns_exactly(tmp_path, cli):
 
 
 def test_a_pinned_cpu_run_is_refused_in_a_process_without_the_pin(tmp_path):
-    from stxbench.errors import RunFailed
-    from stxbench.host import PluginHost
-    from stxbench.runconfig import resolve
-    from stxbench.runoptions import RunOptions
-    from stxbench.runner import execute
+    from stxbench.run.errors import RunFailed
+    from stxbench.host.plugin_host import PluginHost
+    from stxbench.run.resolve import resolve
+    from stxbench.run.config import RunOptions
+    from stxbench.run.stages import execute
 
     protocol = tmp_path / "pinned.toml"
     protocol.write_text(PINNED)
@@ -471,8 +471,8 @@ def test_a_pinned_cpu_run_is_refused_in_a_process_without_the_pin(tmp_path):
 def test_every_pin_a_protocol_can_name_is_defined():
     import typing
 
-    from stxbench.cpu_pin import PINS
-    from stxbench.protocol import Protocol
+    from stxbench.run.cpu_pin import PINS
+    from stxbench.run.protocol import Protocol
 
     names = {a for a in typing.get_args(Protocol.model_fields["cpu_pin"].annotation) if a is not type(None)}
     assert {arg for name in names for arg in typing.get_args(name)} == set(PINS)

@@ -1,11 +1,11 @@
-"""Parameter accounting (stxbench.metrics) against hand arithmetic on spikformer-1-16."""
+"""Parameter accounting (stxbench.measure.metrics) against hand arithmetic on spikformer-1-16."""
 
 from __future__ import annotations
 
 import pytest
 
-from stxbench import metrics
-from stxbench.errors import RunFailed
+from stxbench.measure import metrics
+from stxbench.run.errors import RunFailed
 from stxbench_neuron_slif import SLIF
 from stxbench_pruner_dsp import DSP, DSPParams
 from stxbench_pruner_l1p import L1P, L1PParams

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from stxbench.api import NeuronSite, Surrogate
-from stxbench.errors import UsageError
-from stxbench.host import PluginHost
+from stxbench.run.errors import UsageError
+from stxbench.host.plugin_host import PluginHost
 from stxbench_backend_torch import TorchBackend
 from stxbench_model_spikformer import SpikformerFamily
 from stxbench_model_spikformer.spikformer import default_pools
@@ -100,7 +100,7 @@ def test_bad_sizes_and_options_are_user_errors():
 
 
 def test_the_model_family_is_a_registered_plugin():
-    from stxbench.code_identity import raw_sha256
+    from stxbench.record.code_identity import raw_sha256
 
     host = PluginHost()
     assert host.names("model") == ["sdt", "spikformer"]
@@ -113,7 +113,7 @@ def test_the_model_family_is_a_registered_plugin():
 
 def test_weight_decay_spares_biases_norms_and_neuron_constants():
     from stxbench.api import NeuronSpec
-    from stxbench.training import parameter_groups
+    from stxbench.run.training import parameter_groups
 
     slif = NeuronSpec("slif", "", decay="channel", threshold="channel")
     model = SpikformerFamily().build(

@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from stxbench.api import NeuronSite, Surrogate
-from stxbench.counting import count_batches
-from stxbench.errors import UsageError
-from stxbench.host import PluginHost
-from stxbench.training import train_stage
+from stxbench.measure.counting import count_batches
+from stxbench.run.errors import UsageError
+from stxbench.host.plugin_host import PluginHost
+from stxbench.run.training import train_stage
 from stxbench_backend_torch import TorchBackend
 from stxbench_dataset_digits import Digits
 from stxbench_model_sdt import SDTFamily

@@ -3,17 +3,17 @@ reference on any backend, third-party native implementations held to the referen
 and every way a neuron or family can be unusable refused with one line."""
 
 import math
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from backends_util import needs
+from helpers import backend_source, backends_hook
 
 from stxbench.api import LIFParams, NeuronSite, NeuronSpec, Surrogate
-from stxbench.errors import UsageError
-from stxbench.host import PluginHost
-from stxbench.record import load_record
+from stxbench.run.errors import UsageError
+from stxbench.host.plugin_host import PluginHost
+from stxbench.record.schema import load_record
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "stxbench-alif"
 ONE = NeuronSite("n", channels=1, channel_dim=-1, v_threshold=1.0)
@@ -26,17 +26,6 @@ def alif(monkeypatch):
     import stxbench_alif
 
     return stxbench_alif
-
-
-@pytest.fixture
-def plugin_dir(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(tmp_path))
-
-    def write(name, source):
-        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
-        return name
-
-    return write
 
 
 def run_neuron(module, x):
@@ -111,29 +100,10 @@ class DetachedAdaptation(ALIFReference):
         return torch.stack(out)
 
 
-class GoodALIF(Backend):
-    name = "alif-native"
-    summary = "ALIF natively (the reference's code)"
-    families = ("alif",)
-
-    def make_neuron(self, spec, site, surrogate):
-        self.check_neuron(spec, surrogate)
-        return ALIFReference(spec, site, surrogate)
-
-
-class BadALIF(GoodALIF):
-    name = "alif-detached"
-    summary = "ALIF natively, adaptation detached"
-
-    def make_neuron(self, spec, site, surrogate):
-        self.check_neuron(spec, surrogate)
-        return DetachedAdaptation(spec, site, surrogate)
-
-
-@hookimpl
-def stxbench_add_backends():
-    return [GoodALIF(), BadALIF()]
-'''
+''' + backend_source("GoodALIF", "alif-native", "ALIF natively (the reference's code)", "ALIFReference",
+                    families='("alif",)') + "\n\n" \
+    + backend_source("BadALIF", "alif-detached", "ALIF natively, adaptation detached", "DetachedAdaptation",
+                     base="GoodALIF") + "\n\n" + backends_hook("GoodALIF", "BadALIF")
 
 
 def test_parity_holds_third_party_native_implementations_to_the_family_reference(cli, alif, plugin_dir):

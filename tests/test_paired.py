@@ -15,7 +15,7 @@ from stxbench.leaderboard import paired
 from stxbench.leaderboard.curves import recovery_auc
 from stxbench.leaderboard.stats import PairedTest, holm, verdict
 from stxbench.leaderboard.store import Board
-from stxbench.record import CurvePoint
+from stxbench.record.schema import CurvePoint
 
 DIGITS = Path(__file__).parent / "data" / "digits-board"
 T975_DF2 = 4.302652729911275  # t quantile 0.975 with 2 degrees of freedom (tables)

@@ -23,8 +23,10 @@ PLUGIN_DIRS = [ROOT / "plugins", ROOT / "examples"]
 DOC_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 #: The modules `stxbench.api` re-exports from; none of them may import `stxbench.api`.
-LOWER_MODULES = ["stxbench.errors", "stxbench.hookspecs", "stxbench.neurons", "stxbench.lif",
-                 "stxbench.datasets", "stxbench.models.base", "stxbench.pruners"]
+LOWER_MODULES = ["stxbench.run.errors", "stxbench.host.hookspecs", "stxbench.neurons.contract", "stxbench.neurons.lif",
+                 "stxbench.neurons.site", "stxbench.neurons.families", "stxbench.neurons.kernel_cache",
+                 "stxbench.data.contract", "stxbench.models.base", "stxbench.models.pruning", "stxbench.models.sizes",
+                 "stxbench.run.config", "stxbench.record.schema"]
 
 
 def forbidden_imports(source: str, filename: str) -> list[str]:
@@ -81,12 +83,12 @@ def test_plugins_import_nothing_from_stxbench_but_api():
 
 
 @pytest.mark.parametrize("source", [
-    "import stxbench.lif",
+    "import stxbench.neurons.lif",
     "import stxbench",
     "from stxbench.models.base import SpikingModel",
     "from stxbench import lif",
     "from stxbench import api, errors",
-    "def f():\n    from stxbench.errors import UsageError",
+    "def f():\n    from stxbench.run.errors import UsageError",
 ])
 def test_the_rule_names_file_and_line_of_a_forbidden_import(source):
     lines = forbidden_imports("import torch\n" + source + "\n", "plugins/x/__init__.py")

@@ -18,11 +18,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from backends_util import needs
-from stxbench import cpu_pin
+from stxbench.run import cpu_pin
 from stxbench.api import Surrogate
-from stxbench.host import PluginHost
-from stxbench.protocol import StageSection
-from stxbench.training import make_optimizer
+from stxbench.host.plugin_host import PluginHost
+from stxbench.run.protocol import StageSection
+from stxbench.run.training import make_optimizer
 
 #: ATen ops whose float CPU kernels call MKL's VML (found with gdb breakpoints on libtorch_cpu's
 #: vms*/vmd* entry points; torch 2.13): their bits depend on the CPU's vendor and model.

@@ -2,8 +2,8 @@
 
 import pytest
 
-from stxbench.errors import UsageError
-from stxbench.protocol import builtin_protocols, load_protocol, parse_value
+from stxbench.run.errors import UsageError
+from stxbench.run.protocol import builtin_protocols, load_protocol, parse_value
 
 DIGITS_REFORMATTED = """
 # the same protocol, keys reordered, comments and spacing changed

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from stxbench.host import PluginHost
+from stxbench.host.plugin_host import PluginHost
 from stxbench_neuron_slif import SLIF
 from stxbench_pruner_dsp import DSP, DSPParams, LowRankLinear, kept_count, svd_rank
 from stxbench_pruner_l1p import L1P, L1PParams, lowest_magnitude_mask
@@ -199,7 +199,7 @@ def test_dsp_bottleneck_default_leaves_earlier_parameters_as_they_were():
 
 
 def test_dsp_bottleneck_puts_a_neuron_slot_between_the_factors():
-    from stxbench import metrics
+    from stxbench.measure import metrics
     from stxbench.models.base import NeuronSlot
     from stxbench_neuron_plif import PLIF
 
@@ -229,8 +229,8 @@ def test_dsp_bottleneck_puts_a_neuron_slot_between_the_factors():
 
 
 def test_dsp_bottleneck_second_factor_is_fed_spikes():
-    from stxbench.counting import count_batches
-    from stxbench.metrics import FiringRates
+    from stxbench.measure.counting import count_batches
+    from stxbench.measure.metrics import FiringRates
 
     model = trained_tiny_model()
     DSP().prune(model, DSPParams(keep=0.5, bottleneck="spike"))

@@ -5,7 +5,7 @@ import textwrap
 
 from docs_examples import write_example
 
-from stxbench.record import load_record
+from stxbench.record.schema import load_record
 
 
 def test_readme_plugin_loads_with_p_and_runs(tmp_path, monkeypatch, tiny_protocol, cli):

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from stxbench.api import Surrogate
-from stxbench.errors import UsageError
-from stxbench.host import PluginHost
-from stxbench.protocol import load_protocol
-from stxbench.training import StageHooks, train_stage
+from stxbench.run.errors import UsageError
+from stxbench.host.plugin_host import PluginHost
+from stxbench.run.protocol import load_protocol
+from stxbench.run.training import StageHooks, train_stage
 from stxbench_backend_torch import TorchBackend
 from stxbench_neuron_lif import LIF
 from test_datasets_dvs import random_events

@@ -12,13 +12,13 @@ from tiny_models import factory
 from torch import nn
 
 from stxbench.api import NeuronSite
-from stxbench.data import carve_validation, stratified_indices
-from stxbench.diagnostics import neuron_diagnostics
-from stxbench.errors import UsageError
+from stxbench.data.splits import carve_validation, stratified_indices
+from stxbench.measure.diagnostics import neuron_diagnostics
+from stxbench.run.errors import UsageError
 from stxbench.models.base import NeuronSlot, SpikingModel
-from stxbench.protocol import load_protocol
-from stxbench.record import load_record
-from stxbench.training import StagePlan
+from stxbench.run.protocol import load_protocol
+from stxbench.record.schema import load_record
+from stxbench.run.training import StagePlan
 from stxbench_dataset_digits import Digits
 from stxbench_neuron_lif import LIF
 

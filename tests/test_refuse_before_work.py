@@ -8,10 +8,10 @@ import helpers
 import pytest
 
 from stxbench.api import DataSplits, Dataset
-from stxbench.errors import UsageError
-from stxbench.paths import check_writable_dir, path_text
-from stxbench.protocol import MAX_SEED, builtin_protocols, load_protocol
-from stxbench.runoptions import default_cache_dir, usable_cpus
+from stxbench.run.errors import UsageError
+from stxbench.run.paths import check_writable_dir, path_text
+from stxbench.run.protocol import MAX_SEED, builtin_protocols, load_protocol
+from stxbench.run.config import default_cache_dir, usable_cpus
 
 
 def run_args(protocol, tmp_path, *extra):

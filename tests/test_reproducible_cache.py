@@ -13,16 +13,16 @@ import pytest
 import torch
 from helpers import TINY_PROTOCOL, run_args
 
-from stxbench.checkpoints import load_state, save_state
-from stxbench.code_identity import code_identity
-from stxbench.execution import Execution
-from stxbench.host import PluginHost
-from stxbench.record import load_record
-from stxbench.runconfig import resolve
-from stxbench.run_identity import CodeIdentity, RunIdentity
-from stxbench.runner import Run, dense_cache_path
-from stxbench.runoptions import RunOptions
-from stxbench.training import NullReporter
+from stxbench.run.checkpoints import load_state, save_state
+from stxbench.record.code_identity import code_identity
+from stxbench.run.processes import Execution
+from stxbench.host.plugin_host import PluginHost
+from stxbench.record.schema import load_record
+from stxbench.run.resolve import resolve
+from stxbench.record.run_identity import CodeIdentity, RunIdentity
+from stxbench.run.context import Run, dense_cache_path
+from stxbench.run.config import RunOptions
+from stxbench.run.training import NullReporter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import bad_plugins  # noqa: E402
@@ -117,7 +117,7 @@ def stxbench_epoch_end(stage, epoch, metrics):
     # while the run fine-tunes, another process puts another dense model in the cache
     if stage == "finetune":
         for path in Path(os.environ["STX_TEST_CACHE"]).glob("dense/*.pt"):
-            from stxbench.checkpoints import save_state
+            from stxbench.run.checkpoints import save_state
             save_state(path, {"other": torch.zeros(1)})
 """
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import TINY_PROTOCOL, run_args, run_cli
 
-from stxbench.record import load_record
+from stxbench.record.schema import load_record
 
 KILLER = """
 import os, signal

@@ -1,4 +1,4 @@
-"""One typed run identity (`stxbench.run_identity.RunIdentity`): built once per run, frozen, and
+"""One typed run identity (`stxbench.record.run_identity.RunIdentity`): built once per run, frozen, and
 the one thing the dense cache key, the run checkpoints, a sweep's plan and the record's
 provenance read."""
 
@@ -10,16 +10,16 @@ import pytest
 import torch
 from helpers import run_args
 
-from stxbench.checkpoints import dense_checkpoint_path, load_run_checkpoint, save_run_checkpoint
-from stxbench.errors import UsageError
-from stxbench.execution import Execution
+from stxbench.run.checkpoints import dense_checkpoint_path, load_run_checkpoint, save_run_checkpoint
+from stxbench.run.errors import UsageError
+from stxbench.run.processes import Execution
 from stxbench.executors.plan import dense_path
-from stxbench.host import PluginHost
-from stxbench.provenance import cpu_kind, this_cpu
-from stxbench.record import load_record
-from stxbench.run_identity import CodeIdentity, CpuNumericsState, RunIdentity
-from stxbench.runconfig import resolve
-from stxbench.runoptions import RunOptions
+from stxbench.host.plugin_host import PluginHost
+from stxbench.record.provenance import cpu_kind, this_cpu
+from stxbench.record.schema import load_record
+from stxbench.record.run_identity import CodeIdentity, CpuNumericsState, RunIdentity
+from stxbench.run.resolve import resolve
+from stxbench.run.config import RunOptions
 
 
 def _config(protocol, tmp_path, neuron="lif", pruner="none", **options):

@@ -10,14 +10,14 @@ import textwrap
 import pytest
 from helpers import TINY_PROTOCOL, run_args
 
-from stxbench.errors import UsageError
-from stxbench.paths import LOCK_FILE, run_lock
-from stxbench.record import load_record
+from stxbench.run.errors import UsageError
+from stxbench.run.paths import LOCK_FILE, run_lock
+from stxbench.record.schema import load_record
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from stxbench.paths import run_lock
+from stxbench.run.paths import run_lock
 with run_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(120)

@@ -14,9 +14,9 @@ from typer.main import get_command
 from stxbench.cli import app
 from stxbench.cli.options import with_run_options
 from stxbench.cli.run import child_args
-from stxbench.host import PluginHost
-from stxbench.runconfig import resolve
-from stxbench.runoptions import RunOptions
+from stxbench.host.plugin_host import PluginHost
+from stxbench.run.resolve import resolve
+from stxbench.run.config import RunOptions
 
 FIELDS = [f.name for f in dataclasses.fields(RunOptions)]
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from stxbench.execution import Execution, cudnn_settings, derive_seed
-from stxbench.protocol import builtin_protocols, load_protocol
-from stxbench.record import load_record
-from stxbench.runoptions import usable_cpus
-from stxbench.training import batches, lr_factor, mixup
+from stxbench.run.processes import Execution, cudnn_settings, derive_seed
+from stxbench.run.protocol import builtin_protocols, load_protocol
+from stxbench.record.schema import load_record
+from stxbench.run.config import usable_cpus
+from stxbench.run.training import batches, lr_factor, mixup
 
 
 class ListDataset(torch.utils.data.Dataset):
@@ -142,7 +142,7 @@ def test_builtin_protocols_and_their_listing(cli):
 def test_firing_rates_count_exactly_under_bf16_autocast():
     """A bf16 sum of 300001 spikes is 299008: the count must not be taken in the output dtype."""
     from stxbench.api import NeuronSite
-    from stxbench.metrics import FiringRates
+    from stxbench.measure.metrics import FiringRates
     from stxbench.models.base import NeuronSlot, SpikingModel
 
     class AllFire(torch.nn.Module):
@@ -167,7 +167,7 @@ def test_every_builtin_cpu_protocol_pins_cpu_numerics():
     # an unpinned CPU protocol's entries re-run exactly only on the CPU kind that made them, so
     # CI (another machine) would fail them: every built-in CPU-cheap protocol carries the current
     # pin (portable-v1 left MKL's sqrt to the CPU: exact on one vendor only)
-    from stxbench.cpu_pin import CURRENT
+    from stxbench.run.cpu_pin import CURRENT
 
     protocols = {name: load_protocol(name) for name in builtin_protocols()}
     unpinned = [name for name, p in protocols.items() if p.cpu_cheap and p.cpu_pin != CURRENT]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from stxbench.host import PluginHost
+from stxbench.host.plugin_host import PluginHost
 from stxbench_backend_torch import LIFFamilyNeuron
 from stxbench_neuron_slif import SLIF
 from tiny_models import digits, factory, finetune, logits_on_test_split, tiny_model, trained_tiny_model

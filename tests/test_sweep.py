@@ -7,7 +7,7 @@ from pathlib import Path
 
 from helpers import sweep_args
 
-from stxbench.record import load_record
+from stxbench.record.schema import load_record
 
 
 def sweep(cli, tiny_protocol: Path, out: Path, cache: Path, *args: str):

@@ -20,10 +20,10 @@ from helpers import TINY_PROTOCOL, sweep_args
 from stxbench.executors.plan import make_plan
 from stxbench.executors.status import record_sweep
 from stxbench.executors.tasks import read_state, write_state
-from stxbench.host import PluginHost
-from stxbench.record import load_record
-from stxbench.runconfig import resolve
-from stxbench.runoptions import RunOptions
+from stxbench.host.plugin_host import PluginHost
+from stxbench.record.schema import load_record
+from stxbench.run.resolve import resolve
+from stxbench.run.config import RunOptions
 
 
 def sweep(cli, protocol: Path, out: Path, cache: Path, *args: str):

@@ -13,10 +13,10 @@ import pytest
 
 from helpers import lb
 
-from stxbench import code_identity
-from stxbench.code_identity import NUMBERS_PATH, PRESENTATION, file_digest, installed_identity, normalized_tree
+from stxbench.record import code_identity
+from stxbench.record.code_identity import NUMBERS_PATH, PRESENTATION, file_digest, installed_identity, normalized_tree
 from stxbench.leaderboard import receipts
-from stxbench.provenance import cpu_kind
+from stxbench.record.provenance import cpu_kind
 
 LIF, PLIF = "tiny__lif__none__torch__s0.json", "tiny__plif__none__torch__s0.json"
 
@@ -71,13 +71,14 @@ def test_a_plugin_package_digest_follows_code_not_comments(tmp_path):
 
 def test_every_core_module_is_classified_once():
     """A new core module must be declared on the numbers path or as presentation."""
-    root = Path(code_identity.__file__).parent
+    root = code_identity._core_root()
     every = {p.relative_to(root).as_posix() for p in root.rglob("*.py") if "__pycache__" not in p.parts}
     numbers = set(code_identity.core_files(NUMBERS_PATH))
     presentation = set(code_identity.core_files(PRESENTATION))
     assert numbers.isdisjoint(presentation), numbers & presentation
     assert every == numbers | presentation, sorted(every - numbers - presentation)
-    assert {"training.py", "counting.py", "op_rule.py", "energy.py", "runner.py", "cpu_pin.py"} <= numbers
+    assert {"run/training.py", "measure/counting.py", "measure/op_rules.py", "measure/energy.py", "run/stages.py",
+            "run/cpu_pin.py"} <= numbers
 
 
 # -- staleness through `leaderboard check` ------------------------------------------------------
@@ -107,8 +108,8 @@ def board(verified_board, tmp_path):
 def core_copy(tmp_path: Path, monkeypatch, edit) -> None:
     """Make the code identity read a copy of the core with one file edited."""
     copy = tmp_path / "core"
-    shutil.copytree(Path(code_identity.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    path = copy / "training.py"
+    shutil.copytree(code_identity._core_root(), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    path = copy / "run" / "training.py"
     path.write_text(edit(path.read_text()))
     monkeypatch.setattr(code_identity, "_core_root", lambda: copy)
 
@@ -199,13 +200,13 @@ def test_a_receipt_of_a_removed_entry_is_a_problem(board, tiny_runs, cli):
 
 def receipts_entry(path: Path):
     from stxbench.leaderboard.store import Entry
-    from stxbench.record import load_record
+    from stxbench.record.schema import load_record
 
     return Entry(path, load_record(path))
 
 
 def installed() -> dict[str, str]:
-    from stxbench.host import PluginHost
+    from stxbench.host.plugin_host import PluginHost
     from stxbench.leaderboard.verify import installed_code
 
     return installed_code(PluginHost())

@@ -8,8 +8,8 @@ import torch
 
 from conftest import TINY_PROTOCOL
 from stxbench.api import NeuronSpec, Surrogate
-from stxbench.protocol import Protocol
-from stxbench.training import train_stage
+from stxbench.run.protocol import Protocol
+from stxbench.run.training import train_stage
 from stxbench_backend_torch import TorchBackend
 from stxbench_dataset_digits import Digits
 from stxbench_model_spikformer.spikformer import Spikformer

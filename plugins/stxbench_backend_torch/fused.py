@@ -246,7 +246,7 @@ def kernel_applies(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
 class FusedLIFFamilyNeuron(LIFFamilyNeuron):
     """`LIFFamilyNeuron` on the fused kernel: same learnables, state dict, results."""
 
-    #: `stxbench.compile` leaves modules that compile themselves alone (no double compilation)
+    #: `stxbench.neurons.compile` leaves modules that compile themselves alone (no double compilation)
     compiles_itself = True
 
     def __init__(self, spec: NeuronSpec, site: NeuronSite, surrogate: Surrogate):

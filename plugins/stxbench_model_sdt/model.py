@@ -44,7 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stxbench.api import HiddenLayer, MakeNeuron, NeuronSite, NeuronSlot, SpikingModel, UsageError
+from stxbench.api import MAX_MLP_RATIO, HiddenLayer, MakeNeuron, NeuronSite, NeuronSlot, SpikingModel, UsageError
+from stxbench.api import parse_size as api_parse_size
 
 KV_THRESHOLD = 0.5  # the neuron after SDSA's column sum (talking_heads_lif) fires at 0.5
 INIT_STD = 0.02  # the code's trunc_normal_(std=0.02) for every convolution
@@ -295,18 +296,5 @@ class SpikeDrivenTransformer(SpikingModel):
         return self.head(self.head_neuron(x.mean(dim=2))).mean(0)
 
 
-#: far beyond any published size (8-768, 10-512), short of sizes no machine holds
-MAX_DEPTH = 64
-MAX_WIDTH = 4096
-#: hidden units per width in the MLP blocks (published: 4)
-MAX_MLP_RATIO = 16
-
-
 def parse_size(size: str) -> tuple[int, int]:
-    try:
-        depth, dim = (int(p) for p in size.split("-"))
-    except ValueError:
-        raise UsageError(f"sdt size '{size}' must be DEPTH-WIDTH, e.g. sdt-2-512") from None
-    if not (1 <= depth <= MAX_DEPTH and 8 <= dim <= MAX_WIDTH):
-        raise UsageError(f"sdt-{size}: depth must be in 1..{MAX_DEPTH} and width in 8..{MAX_WIDTH}")
-    return depth, dim
+    return api_parse_size("sdt", size, "sdt-2-512")

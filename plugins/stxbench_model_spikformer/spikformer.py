@@ -14,7 +14,8 @@ import math
 
 from torch import Tensor, nn
 
-from stxbench.api import HiddenLayer, MakeNeuron, NeuronSite, NeuronSlot, SpikingModel, UsageError
+from stxbench.api import MAX_MLP_RATIO, HiddenLayer, MakeNeuron, NeuronSite, NeuronSlot, SpikingModel, UsageError
+from stxbench.api import parse_size as api_parse_size
 
 ATTN_SCALE = 0.125  # Spikformer's fixed scale; no softmax
 ATTN_THRESHOLD = 0.5  # the attention LIF fires at 0.5
@@ -222,21 +223,6 @@ class Spikformer(SpikingModel):
         return self.head(x.mean(dim=(0, 2)))
 
 
-#: far beyond any published size (8-768, 10-512), short of sizes no machine holds
-MAX_DEPTH = 64
-MAX_WIDTH = 4096
-#: hidden units per width in the MLP blocks (published: 4)
-MAX_MLP_RATIO = 16
-
-
 def parse_size(size: str) -> tuple[int, int]:
-    try:
-        depth, dim = (int(p) for p in size.split("-"))
-    except ValueError:
-        raise UsageError(
-            f"spikformer size '{size}' must be DEPTH-WIDTH, e.g. spikformer-4-384"
-        ) from None
-    if not (1 <= depth <= MAX_DEPTH and 8 <= dim <= MAX_WIDTH):
-        raise UsageError(f"spikformer-{size}: depth must be in 1..{MAX_DEPTH} and width in 8..{MAX_WIDTH}")
-    return depth, dim
+    return api_parse_size("spikformer", size, "spikformer-4-384")
 

@@ -13,7 +13,7 @@ values split as square roots into both factors. Both factors are fine-tuned. Wit
 ``bottleneck="none"`` (default) the r-dim bottleneck carries real values, so B's work is
 multiply-accumulates, not spike accumulates; the pair can still run as the one matrix ``B A``
 (``merged_weight``), which energy estimates may price instead where that is cheaper
-(`stxbench.energy`, ``merge-if-cheaper``). With ``bottleneck="spike"`` a neuron layer of the
+(`stxbench.measure.energy`, ``merge-if-cheaper``). With ``bottleneck="spike"`` a neuron layer of the
 run's kind (a `NeuronSlot` built with the model's own neuron factory, so neuron swaps, firing
 rates and op counts see it) sits between the factors: ``x -> B S(A x) + bias``, and B is fed
 spikes (accumulates). It is not the same function as W, so fine-tuning has more to recover.

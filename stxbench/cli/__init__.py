@@ -34,8 +34,8 @@ from stxbench.cli import (  # noqa: F401  (each command module registers its com
     sweep,
 )
 from stxbench.cli.root import app
-from stxbench.errors import RunFailed, RunInterrupted, UsageError, one_line
-from stxbench.signals import SignalInterrupt, signals_as_interrupts
+from stxbench.run.errors import RunFailed, RunInterrupted, UsageError, one_line
+from stxbench.run.signals import SignalInterrupt, signals_as_interrupts
 
 __all__ = ["app", "main"]
 

@@ -6,7 +6,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-from stxbench.host import PluginHost
+from stxbench.host.plugin_host import PluginHost
 
 
 @dataclass
@@ -30,12 +30,11 @@ def err_line(text: str) -> None:
 
 def restart_pinned(protocol, device: str) -> None:
     """A CPU run of a protocol that pins CPU numerics needs them set before torch's libraries
-    start: run this very command again in a fresh process with them (`stxbench.cpu_pin`), and
+    start: run this very command again in a fresh process with them (`stxbench.run.cpu_pin`), and
     exit with its exit code. Nothing to do on a GPU, without a pin, or once they are set."""
     import typer
 
-    from stxbench import cpu_pin
-
+    from stxbench.run import cpu_pin
     if device != "cpu" or protocol.cpu_pin is None:
         return
     pin = cpu_pin.PINS[protocol.cpu_pin]

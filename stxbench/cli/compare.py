@@ -11,7 +11,7 @@ import typer
 from stxbench.cli.layout import width
 from stxbench.cli.root import app
 from stxbench.leaderboard.diff import differing, flat_record
-from stxbench.record import load_record
+from stxbench.record.schema import load_record
 
 ABSENT = object()
 #: the A and B columns are at most this wide (longer values wrap inside them)

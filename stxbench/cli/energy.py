@@ -10,10 +10,10 @@ import typer
 
 from stxbench.cli.layout import fit_table, pruner_text, wrap
 from stxbench.cli.root import app
-from stxbench.conventions import CONVENTIONS, DEFAULT_CONVENTION, convention
-from stxbench.energy import SHORT_NAMES, Estimate, checked_estimate, cost_model
-from stxbench.errors import UsageError
-from stxbench.record import Record, load_record
+from stxbench.measure.conventions import CONVENTIONS, DEFAULT_CONVENTION, convention
+from stxbench.measure.energy import SHORT_NAMES, Estimate, checked_estimate, cost_model
+from stxbench.run.errors import UsageError
+from stxbench.record.schema import Record, load_record
 
 
 def _rate(value: float | None) -> str:

@@ -11,7 +11,7 @@ import typer
 from stxbench.cli import common
 from stxbench.cli.layout import fit_table, widest, width, wrap
 from stxbench.cli.root import app
-from stxbench.errors import UsageError
+from stxbench.run.errors import UsageError
 from stxbench.leaderboard import paired
 from stxbench.leaderboard import receipts
 from stxbench.leaderboard.check import check_board, unverified, verification_lines
@@ -21,10 +21,10 @@ from stxbench.leaderboard.rerun import Rerunner, can_rerun, pick_one
 from stxbench.leaderboard.store import DEFAULT_ROOT, Board, Entry, ProtocolLookup
 from stxbench.leaderboard.submit import submit
 from stxbench.leaderboard.verify import Verifier
-from stxbench.paths import check_writable_dir
-from stxbench.provenance import cpu_kind, git_commit, now_utc
-from stxbench.runconfig import resolve_device
-from stxbench.runoptions import usable_cpus
+from stxbench.run.paths import check_writable_dir
+from stxbench.record.provenance import cpu_kind, git_commit, now_utc
+from stxbench.run.resolve import resolve_device
+from stxbench.run.config import usable_cpus
 
 leaderboard_app = typer.Typer(
     help="Submit result records to the leaderboard, render its tables and plots, check it, compare methods.",

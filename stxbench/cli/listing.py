@@ -9,7 +9,7 @@ from stxbench.cli.layout import fit_table, wrap
 
 from stxbench.cli import common
 from stxbench.cli.root import app
-from stxbench.protocol import builtin_protocols, load_protocol
+from stxbench.run.protocol import builtin_protocols, load_protocol
 
 
 class What(str, Enum):

@@ -1,6 +1,6 @@
 """Command-line options shared by ``stxbench run`` and ``stxbench sweep``, declared once.
 
-`with_run_options` gives a command every field of `stxbench.runoptions.RunOptions` as an option
+`with_run_options` gives a command every field of `stxbench.run.config.RunOptions` as an option
 (flags and help from the field) and hands the command one ``options: RunOptions``; the aliases
 below are the other options both commands take. To add a run option, add a field to
 `RunOptions`: nothing here changes. `with_model_options` does the same for the fields of a
@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 from pydantic import BaseModel
 
-from stxbench.runoptions import RunOptions
+from stxbench.run.config import RunOptions
 
 ProtocolOption = Annotated[str, typer.Option(
     "--protocol", help="Protocol name (stxbench list protocols) or a .toml path.")]

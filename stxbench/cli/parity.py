@@ -1,11 +1,11 @@
 """``stxbench parity``: every native implementation of every neuron family against the family's
-plain-torch reference (`stxbench.parity`)."""
+plain-torch reference (`stxbench.neurons.parity`)."""
 
 from __future__ import annotations
 
 import typer
 
-from stxbench import parity
+from stxbench.neurons import parity
 from stxbench.cli import common
 from stxbench.cli.root import app
 

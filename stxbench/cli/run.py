@@ -14,21 +14,22 @@ from stxbench.cli.layout import fit_table, pruner_text, wrap
 from stxbench.cli.root import app
 from stxbench.cli.progress import reporter_for
 from stxbench.cli.options import ProtocolOption, QuietOption, SettingsOption, with_run_options
-from stxbench.checkpoints import RUN_CHECKPOINT
-from stxbench.conventions import DEFAULT_CONVENTION
-from stxbench.errors import RunFailed, UsageError
-from stxbench.kernel_cache import CACHE_ENV, LEAF
-from stxbench.launch import check_before_launch, launch
-from stxbench.protocol import DEFAULT_PROTOCOL
-from stxbench.record import Record
-from stxbench.runconfig import RunConfig, resolve, unofficial_reasons
-from stxbench.runner import RESULT_FILE, execute
-from stxbench.runoptions import RunOptions, folder_parser
+from stxbench.run.checkpoints import RUN_CHECKPOINT
+from stxbench.measure.conventions import DEFAULT_CONVENTION
+from stxbench.run.errors import RunFailed, UsageError
+from stxbench.neurons.kernel_cache import CACHE_ENV, LEAF
+from stxbench.run.torchrun import check_before_launch, launch
+from stxbench.run.protocol import DEFAULT_PROTOCOL
+from stxbench.record.schema import Record
+from stxbench.run.resolve import resolve, unofficial_reasons
+from stxbench.run.config import RunConfig
+from stxbench.run.stages import RESULT_FILE, execute
+from stxbench.run.config import RunOptions, folder_parser
 
 
 def kernel_cache_folder(config: RunConfig) -> Path:
-    """Where this run's compiled kernels are cached (`stxbench.compile.use_cache_dir`, per CPU
-    capability as `stxbench.kernel_cache` keeps them)."""
+    """Where this run's compiled kernels are cached (`stxbench.neurons.compile.use_cache_dir`, per CPU
+    capability as `stxbench.neurons.kernel_cache` keeps them)."""
     folder = Path(os.environ.get(CACHE_ENV) or config.cache_dir / "inductor")
     if folder.name.startswith(LEAF):
         folder = folder.parent

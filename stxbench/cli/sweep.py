@@ -43,17 +43,17 @@ from stxbench.cli.root import app
 from stxbench.cli.progress import reporter_for
 from stxbench.cli.sweep_cells import Cell, existing_record, sweep_cells, unofficial_note
 from stxbench.cli.sweep_status import print_submit_hint, status_command
-from stxbench.errors import RunFailed, RunInterrupted, UsageError
+from stxbench.run.errors import RunFailed, RunInterrupted, UsageError
 from stxbench.executors import slurm
 from stxbench.executors.local import Outcome, run_local, run_serial, visible_gpus
 from stxbench.executors.plan import Plan, make_plan
 from stxbench.executors.status import in_flight, record_sweep, sweep_lock
 from stxbench.executors.tasks import Task
-from stxbench.paths import check_not_in_use
-from stxbench.protocol import DEFAULT_PROTOCOL
-from stxbench.record import Record, load_record
-from stxbench.runner import RESULT_FILE
-from stxbench.runoptions import RunOptions, folder_parser, usable_cpus
+from stxbench.run.paths import check_not_in_use
+from stxbench.run.protocol import DEFAULT_PROTOCOL
+from stxbench.record.schema import Record, load_record
+from stxbench.run.stages import RESULT_FILE
+from stxbench.run.config import RunOptions, folder_parser, usable_cpus
 
 sweep_app = typer.Typer()
 app.add_typer(sweep_app, name="sweep")

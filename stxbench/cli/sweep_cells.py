@@ -10,14 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stxbench.cli import common
-from stxbench.errors import UsageError
-from stxbench.host import PluginHost
+from stxbench.run.errors import UsageError
+from stxbench.host.plugin_host import PluginHost
 from stxbench.leaderboard.store import params_slug
-from stxbench.protocol import Protocol, load_protocol
-from stxbench.record import Record, load_record
-from stxbench.runconfig import RunConfig, check_grid, check_seed, resolve, split_settings, unofficial_reasons
-from stxbench.runner import RESULT_FILE
-from stxbench.runoptions import RunOptions
+from stxbench.run.protocol import Protocol, load_protocol
+from stxbench.record.schema import Record, load_record
+from stxbench.run.resolve import check_grid, check_seed, resolve, split_settings, unofficial_reasons
+from stxbench.run.config import RunConfig
+from stxbench.run.stages import RESULT_FILE
+from stxbench.run.config import RunOptions
 
 
 def split_names(option: str, text: str) -> list[str]:

@@ -11,8 +11,8 @@ import typer
 from stxbench.cli.layout import fit_table, wrap
 
 from stxbench.executors.status import TaskStatus, find_sweeps, sweep_status
-from stxbench.record import load_record
-from stxbench.runner import RESULT_FILE
+from stxbench.record.schema import load_record
+from stxbench.run.stages import RESULT_FILE
 
 ORDER = ("done", "running", "queued", "failed", "missing")
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from stxbench.executors.plan import Plan
 from stxbench.executors.tasks import Task, failure_reason, read_state, run_task, write_state
-from stxbench.host import PluginHost
-from stxbench.training import Reporter
+from stxbench.host.plugin_host import PluginHost
+from stxbench.run.training import Reporter
 
 LOG_FILE = "sweep.log"
 

@@ -1,7 +1,7 @@
 """Dense first: the tasks of a sweep, each dense model trained by one task before its runs.
 
 Runs that share a dense model (same protocol, seed and backend: the dense cache's key, which
-`stxbench.checkpoints.dense_checkpoint_path` alone decides) form a group; a group whose dense
+`stxbench.run.checkpoints.dense_checkpoint_path` alone decides) form a group; a group whose dense
 model is not in the cache gets one dense task, and its runs start after it. The plan is made of
 resolved run configs, whatever produced them (a neuron x pruner x seed grid, a compression grid).
 """
@@ -12,11 +12,11 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from stxbench.checkpoints import dense_cached, dense_checkpoint_path
+from stxbench.run.checkpoints import dense_cached, dense_checkpoint_path
 from stxbench.executors.tasks import DENSE_FOLDER, Task, plugin_host
-from stxbench.run_identity import RunIdentity
-from stxbench.runconfig import RunConfig
-from stxbench.runoptions import RunOptions
+from stxbench.record.run_identity import RunIdentity
+from stxbench.run.config import RunConfig
+from stxbench.run.config import RunOptions
 
 
 @dataclass

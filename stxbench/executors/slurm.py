@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from stxbench.errors import UsageError, unknown_choice
+from stxbench.run.errors import UsageError, unknown_choice
 
 JOBS_FOLDER = "_slurm"  # <sweep folder>/_slurm/<job id>/: submitit's scripts, pickles and logs
 

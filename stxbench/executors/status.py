@@ -20,14 +20,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 
-from stxbench.errors import UsageError
+from stxbench.run.errors import UsageError
 from stxbench.executors import slurm
 from stxbench.executors.plan import Plan, dense_config, dense_path
 from stxbench.executors.tasks import TaskState, process_alive, read_state
-from stxbench.provenance import now_utc
-from stxbench.record import atomic_write_text
-from stxbench.runconfig import RunConfig
-from stxbench.runner import RESULT_FILE
+from stxbench.record.provenance import now_utc
+from stxbench.record.schema import atomic_write_text
+from stxbench.run.config import RunConfig
+from stxbench.run.stages import RESULT_FILE
 
 MANIFEST = "sweep.json"
 LOCK = ".sweep.lock"

@@ -23,14 +23,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 
-from stxbench.errors import RunFailed, UsageError, one_line
-from stxbench.execution import resolve_precision
-from stxbench.host import PluginHost
-from stxbench.provenance import now_utc
-from stxbench.record import atomic_write_text
-from stxbench.runconfig import RunConfig, resolve_device
-from stxbench.runner import execute, execute_dense
-from stxbench.training import Reporter
+from stxbench.run.errors import RunFailed, UsageError, one_line
+from stxbench.run.processes import resolve_precision
+from stxbench.host.plugin_host import PluginHost
+from stxbench.record.provenance import now_utc
+from stxbench.record.schema import atomic_write_text
+from stxbench.run.resolve import resolve_device
+from stxbench.run.config import RunConfig
+from stxbench.run.stages import execute, execute_dense
+from stxbench.run.training import Reporter
 
 STATE_FILE = "state.json"
 DENSE_FOLDER = "_dense"  # <sweep folder>/_dense/<dense model>/: the dense tasks' folders

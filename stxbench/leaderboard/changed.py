@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from stxbench.errors import UsageError
+from stxbench.run.errors import UsageError
 from stxbench.leaderboard.store import Entry
 
 

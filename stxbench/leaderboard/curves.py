@@ -26,14 +26,31 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol as TypingProtocol
 
 from stxbench.leaderboard.store import params_label
 from stxbench.leaderboard.stats import ALPHA, t_dist
-from stxbench.record import CurvePoint, Record
+from stxbench.record.schema import CurvePoint, Record
 
-if TYPE_CHECKING:
-    from stxbench.leaderboard.render import Row
+
+class Row(TypingProtocol):
+    """What the curves read of a board's row (`stxbench.leaderboard.render.Row`, whose module
+    imports this one)."""
+
+    neuron: str
+    pruner: str
+    params: dict
+    backend: str
+    entries: list[tuple[str, Record]]
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def accuracy(self) -> float: ...
+
+    @property
+    def sparsity(self) -> float: ...
 
 
 def recovery_auc(curve: Sequence[CurvePoint]) -> float:

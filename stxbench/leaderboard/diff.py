@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stxbench.record import Record
+from stxbench.record.schema import Record
 
 
 #: the fields that name a list item, in the order they are joined: a matrix by its name; a

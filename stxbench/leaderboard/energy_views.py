@@ -13,10 +13,10 @@ import statistics
 from collections.abc import Sequence
 from typing import Protocol as TypingProtocol
 
-from stxbench.conventions import CONVENTIONS, DEFAULT_CONVENTION
-from stxbench.energy import estimate
-from stxbench.errors import UsageError
-from stxbench.record import Record
+from stxbench.measure.conventions import CONVENTIONS, DEFAULT_CONVENTION
+from stxbench.measure.energy import estimate
+from stxbench.run.errors import UsageError
+from stxbench.record.schema import Record
 
 BREAKDOWN_PLOT = "energy_breakdown.png"
 #: memory cost models shown next to the compute-only energies

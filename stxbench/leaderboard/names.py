@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from stxbench.counting import COUNTED_OPS, ROOT
-from stxbench.data import load_splits
-from stxbench.errors import RunFailed, UsageError
-from stxbench.host import PluginHost
+from stxbench.measure.counting import COUNTED_OPS, ROOT
+from stxbench.data.splits import load_splits
+from stxbench.run.errors import RunFailed, UsageError
+from stxbench.host.plugin_host import PluginHost
 from stxbench.leaderboard.problem import Problem
-from stxbench.protocol import Protocol
-from stxbench.record import Record
+from stxbench.run.protocol import Protocol
+from stxbench.record.schema import Record
 
 #: a pruner may replace an ST-block matrix with a module of its own (a low-rank pair): op
 #: counts then name the matrix's children, ``<matrix>.<child>``
@@ -136,7 +136,7 @@ def name_problems(record: Record, names: ModelNames) -> list[Problem]:
 
 
 def _raw_count_problems(counts, names: ModelNames) -> list[Problem]:
-    """The raw per-op, BatchNorm and neuron rows (`stxbench.conventions`) name the model's own
+    """The raw per-op, BatchNorm and neuron rows (`stxbench.measure.conventions`) name the model's own
     modules, ops and neuron layers, each row once."""
     found = []
     model = names.model

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stxbench.errors import UsageError, unknown_choice
+from stxbench.run.errors import UsageError, unknown_choice
 from stxbench.leaderboard.curves import config_order, recovery_auc
 from stxbench.leaderboard.stats import PairedTest, holm, verdict
 from stxbench.leaderboard.store import pruner_label
-from stxbench.protocol import parse_value
-from stxbench.record import Record
+from stxbench.run.protocol import parse_value
+from stxbench.record.schema import Record
 
 FACTORS = ("neuron", "pruner", "backend")
 #: the context columns of each factor's table

@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from stxbench.errors import UsageError
+from stxbench.run.errors import UsageError
 from stxbench.leaderboard.curves import config_order, group_lines, has_recovery, mean_band, row_curves
 
 PLOT_DATA_KEY = "stxbench-plot-data"

@@ -22,7 +22,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from stxbench.leaderboard.store import Board, Entry
-from stxbench.record import Record
+from stxbench.record.schema import Record
 
 RECEIPTS = "receipts"
 #: what a receipt file may hold at most (a bigger file is not a receipt; it is refused unread)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from stxbench.errors import UsageError
+from stxbench.run.errors import UsageError
 from stxbench.leaderboard import energy_views, plots
 from stxbench.leaderboard.sections import NBSP, curves_section, paired_section, recovery_section
 from stxbench.leaderboard.store import ENTRIES, LEGACY, Board, Entry, pruner_label
-from stxbench.record import Record, atomic_write_text
+from stxbench.record.schema import Record, atomic_write_text
 
 README = "README.md"
 PLOT = plots.ENERGY_PLOT

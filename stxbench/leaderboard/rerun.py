@@ -2,7 +2,7 @@
 
 Each re-run is a fresh process (``python -m stxbench.leaderboard.rerun``) with the entry's
 configuration, seed, thread count and compile setting, and the CPU numerics its protocol pins
-(`stxbench.cpu_pin`), so its libraries start exactly as an official run's did. Re-runs of one
+(`stxbench.run.cpu_pin`), so its libraries start exactly as an official run's did. Re-runs of one
 check share one temporary dense cache: entries of the same seed (and backend) share their dense
 model, which is trained again once, from scratch, here. Up to ``jobs`` re-runs run at a time;
 the dense models are trained first, then every other re-run loads them.
@@ -38,14 +38,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from stxbench.errors import RunFailed, UsageError
-from stxbench.host import PluginHost
+from stxbench.run.errors import RunFailed, UsageError
+from stxbench.host.plugin_host import PluginHost
 from stxbench.leaderboard.diff import flatten
 from stxbench.leaderboard.problem import Problem
 from stxbench.leaderboard.store import Entry, ProtocolLookup
-from stxbench.protocol import Protocol
-from stxbench.record import Record, load_record
-from stxbench.runner import RESULT_FILE
+from stxbench.run.protocol import Protocol
+from stxbench.record.schema import Record, load_record
+from stxbench.run.stages import RESULT_FILE
 
 #: differing fields named one per line, per entry; the rest are summed up in one more line
 SHOWN_FIELDS = 12
@@ -278,8 +278,7 @@ class Rerunner:
             cmd += ["-p", plugin]
         env = dict(os.environ)
         if protocol.cpu_pin and self.device == "cpu":
-            from stxbench import cpu_pin
-
+            from stxbench.run import cpu_pin
             env.update(cpu_pin.PINS[protocol.cpu_pin].env())
         return cmd, env, out
 
@@ -357,9 +356,9 @@ def schedule(entries: list[Entry], commit: str | None, threads: int | None = Non
 def rerun_record(entry_path: Path, protocol_source: str, cache_dir: Path, out_dir: Path, device: str,
                  threads: int | None, plugins: tuple[str, ...]) -> Record:
     """Run the entry's configuration again (what the re-run process does)."""
-    from stxbench.runconfig import resolve, resolve_pruner_params
-    from stxbench.runner import execute
-    from stxbench.runoptions import RunOptions
+    from stxbench.run.resolve import resolve, resolve_pruner_params
+    from stxbench.run.stages import execute
+    from stxbench.run.config import RunOptions
 
     record = load_record(entry_path)
     c, p = record.config, record.provenance

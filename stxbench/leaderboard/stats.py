@@ -31,7 +31,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stxbench.errors import UsageError
+from stxbench.run.errors import UsageError
 
 ALPHA = 0.05
 POWER = 0.8

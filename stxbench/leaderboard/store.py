@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stxbench.errors import UsageError, unknown_choice
-from stxbench.protocol import Protocol, builtin_protocols, load_protocol
-from stxbench.record import Record, load_record
+from stxbench.run.errors import UsageError, unknown_choice
+from stxbench.run.protocol import Protocol, builtin_protocols, load_protocol
+from stxbench.record.schema import Record, load_record
 
 DEFAULT_ROOT = Path("leaderboards")
 ENTRIES = "entries"

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stxbench.errors import UsageError
+from stxbench.run.errors import UsageError
 from stxbench.leaderboard.store import Board, describe, entry_name, identity
 from stxbench.leaderboard.verify import Verifier
-from stxbench.record import Record, load_record, write_record
+from stxbench.record.schema import Record, load_record, write_record
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Each problem names the record field it is about, so a tampered or stale entry is reported as
 ``<file>: <field>: <what is wrong>``. The checks need no re-run: the protocol hash against the
 current protocol file, energy recomputed from the stored counts, accuracy against the stored
-correct/test counts, the code identity (`stxbench.code_identity`) against the installed code. Numbers that only a
+correct/test counts, the code identity (`stxbench.record.code_identity`) against the installed code. Numbers that only a
 re-run can confirm (accuracy, counts) are checked by ``check --rerun`` (`rerun.py`).
 """
 
@@ -19,16 +19,16 @@ from pydantic import ValidationError
 
 import stxbench
 
-from stxbench.conventions import DEFAULT_CONVENTION, NoRawCounts
-from stxbench.cpu_pin import PINS
-from stxbench.energy import cost_model, energy_of, estimate
-from stxbench.errors import UsageError
-from stxbench.code_identity import CORE, core_digest, installed_identity, package_name
-from stxbench.host import KINDS, PluginHost
+from stxbench.measure.conventions import DEFAULT_CONVENTION, NoRawCounts
+from stxbench.run.cpu_pin import PINS
+from stxbench.measure.energy import cost_model, energy_of, estimate
+from stxbench.run.errors import UsageError
+from stxbench.record.code_identity import CORE, core_digest, installed_identity, package_name
+from stxbench.host.plugin_host import KINDS, PluginHost
 from stxbench.leaderboard.names import name_problems, names_for
 from stxbench.leaderboard.problem import Problem
 from stxbench.leaderboard.store import ProtocolLookup
-from stxbench.record import Record
+from stxbench.record.schema import Record
 
 #: stored floats are compared to recomputed ones to this relative precision (they are computed by
 #: the same expressions, so in practice they agree exactly; the margin only absorbs summation

@@ -17,8 +17,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from stxbench.errors import RunFailed
-from stxbench.neurons import MakeNeuron, NeuronSite
+from stxbench.run.errors import RunFailed
+from stxbench.neurons.contract import MakeNeuron
+from stxbench.neurons.site import NeuronSite
 
 
 class NeuronOutputError(RunFailed):
