@@ -153,5 +153,5 @@ def test_list_shows_every_kind(cli):
 def test_result_json_is_plain_json(baseline, tiny):
     root, _ = tiny
     data = json.loads((root / "a" / "result.json").read_text())
-    assert data["schema_version"] == 2
+    assert data["schema_version"] == 3
     assert data["energy"] is None or data["energy"]["model_id"] == "horowitz45-fp32-v1"

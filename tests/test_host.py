@@ -120,7 +120,7 @@ def test_builtins_win_name_clashes(tmp_path, monkeypatch):
 
 def test_unknown_names_suggest_the_closest():
     host = PluginHost()
-    with pytest.raises(UsageError, match=r"unknown neuron 'lfi'; did you mean 'lif'\? valid: lif, plif"):
+    with pytest.raises(UsageError, match=r"unknown neuron 'lfi'; did you mean 'lif'\? valid: ann, lif, plif"):
         host.neuron("lfi")
     with pytest.raises(UsageError, match="unknown backend 'jax'"):
         host.backend("jax")

@@ -103,7 +103,7 @@ def test_the_model_family_is_a_registered_plugin():
     from stxbench.record.code_identity import raw_sha256
 
     host = PluginHost()
-    assert host.names("model") == ["sdt", "spikformer"]
+    assert host.names("model") == ["linear", "sdt", "spikformer"]
     component = host.get("model", "spikformer")
     assert component.plugin == "model-spikformer" and host.is_builtin(component.plugin)
     # a record's plugin hashes cover the model's files, as they cover every other plugin's

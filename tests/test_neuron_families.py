@@ -208,7 +208,7 @@ def test_a_reference_that_breaks_the_contract_is_a_fail_row(cli, plugin_dir):
 
 
 GHOST = ("neuron 'ghost' (plugin 'stx_broken_families') is of neuron family 'nosuch', which no installed "
-         "plugin provides; valid families: crashing, leaky, libonly, lif")
+         "plugin provides; valid families: crashing, leaky, libonly, lif, rate")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -244,3 +244,50 @@ def test_file_digests_are_cached_per_version_of_a_file(tmp_path):
     first = file_digest(path)
     path.write_text("A = 2  # longer\n")
     assert file_digest(path) != first
+
+
+# -- a receipt under new code redeems a code-stale entry ----------------------------------------
+
+
+def test_a_code_change_that_moves_no_number_is_redeemed_by_a_rerun(board, tiny_runs, cli, tmp_path, monkeypatch):
+    """A numbers-path module changes (here: a new constant no run reads), so both entries go
+    stale; re-running them under the new code reproduces every claim, which settles it: the check
+    passes, and the receipts it writes name the new code, so later checks pass without a re-run."""
+    core_copy(tmp_path, monkeypatch, lambda s: s + "\nUNUSED_BY_ANY_RUN = 1\n")
+    stale = lb(cli, "check", board, tiny_runs.protocol_dir)
+    assert stale.code == 1
+    assert "and no re-run under the new code reproduced it" in stale.stdout
+    verified = lb(cli, "check", board, tiny_runs.protocol_dir, "--rerun-unverified", "--require-verified")
+    assert verified.code == 0, verified.stdout
+    assert "2 of 2 entries have no valid receipt" in verified.stderr
+    new_core = code_identity.core_digest()
+    for name in (LIF, PLIF):
+        receipt = json.loads((board / "tiny" / "receipts" / name).read_text())
+        entry = json.loads((board / "tiny" / "entries" / name).read_text())
+        assert receipt["code"]["stxbench"] == new_core != entry["provenance"]["code"]["stxbench"]
+        assert receipt["receipt_version"] == 2
+    again = lb(cli, "check", board, tiny_runs.protocol_dir, "--require-verified")
+    assert again.code == 0, again.stdout
+
+
+def test_a_code_stale_entry_left_unrun_stays_stale(board, tiny_runs, cli, tmp_path, monkeypatch):
+    """Over the budget, nothing redeems it: the staleness stands, and CI's command fails."""
+    core_copy(tmp_path, monkeypatch, lambda s: s + "\nUNUSED_BY_ANY_RUN = 1\n")
+    result = lb(cli, "check", board, tiny_runs.protocol_dir, "--rerun-unverified", "--require-verified",
+                "--rerun-budget", "0", "--no-write-receipts")
+    assert result.code == 1
+    stale = [line for line in result.stdout.splitlines() if "provenance.code[stxbench]: stale" in line]
+    assert len(stale) == 2
+
+
+def test_a_protocol_change_is_not_redeemable(board, tiny_runs, cli, tmp_path):
+    """A changed protocol is another experiment: its entries are not re-run, whatever receipts say."""
+    protocols = tmp_path / "protocols"
+    shutil.copytree(tiny_runs.protocol_dir, protocols)
+    path = protocols / "tiny.toml"
+    path.write_text(path.read_text().replace("epochs = 1", "epochs = 2", 1))
+    result = lb(cli, "check", board, protocols, "--rerun-unverified")
+    assert result.code == 1
+    assert "re-running" not in result.stderr
+    assert all("protocol.sha256: stale" in line or "receipt" in line for line in result.stdout.splitlines()
+               if line.startswith("leaderboards/tiny/entries/"))

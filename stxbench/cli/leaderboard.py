@@ -200,7 +200,7 @@ def check_command(
         if not problems:
             reproduced.add(entry.path)
             if write_receipts and rerun_device == "cpu":
-                receipts.write(entry, cpu_kind(), now_utc(), git_commit())
+                receipts.write(entry, cpu_kind(), now_utc(), git_commit(), verifier.code)
 
     rerunner.on_result = on_result
 
@@ -244,7 +244,8 @@ def paired_command(
     board = Board(root)
     if protocol not in board.protocols():
         raise UsageError(f"no board '{protocol}' under {root}; boards: {', '.join(board.protocols()) or 'none'}")
-    records = [e.record for e in board.entries() if e.folder_protocol == protocol and e.record is not None]
+    records = [e.record for e in board.entries() if e.folder_protocol == protocol and e.record is not None
+               and e.record.config.baseline is None]  # baselines are reference rows, never compared
     if not records:
         raise UsageError(f"board '{protocol}' holds no entry that loads")
     factor = by if by is not None else paired.infer_factor(records, a, b)

@@ -14,6 +14,7 @@ from stxbench.cli.layout import fit_table, pruner_text, wrap
 from stxbench.cli.root import app
 from stxbench.cli.progress import reporter_for
 from stxbench.cli.options import ProtocolOption, QuietOption, SettingsOption, with_run_options
+from stxbench.run.baselines import BASELINES, check_baseline
 from stxbench.run.checkpoints import RUN_CHECKPOINT
 from stxbench.measure.conventions import DEFAULT_CONVENTION
 from stxbench.run.errors import RunFailed, UsageError
@@ -81,14 +82,15 @@ def summary_table(record: Record, path: Path) -> str:
         before,
         ["params total / effective", f"{m.params_total:,} / {m.params_effective:,}"],
         ["ST-matrix sparsity", f"{m.sparsity:.4f}"],
-        ["firing rate", f"{m.firing_rate:.4f}"],
+        ["firing rate", "none (no neurons)" if m.firing_rate is None else f"{m.firing_rate:.4f}"],
         ["ops / sample (mean)", ops],
         ["energy / sample (mean)", energy],
         ["time dense / finetune / eval", f"{dense_time} / {t.finetune_s:.1f} s / {t.eval_s:.2f} s"],
     ]
     c, p = record.config, record.protocol
-    head = (f"{p.name} ({'official' if p.official else 'unofficial'}) | neuron {c.neuron} | pruner "
-            f"{pruner_text(c.pruner, c.pruner_params)} | backend {c.backend} | seed {c.seed}")
+    who = (f"baseline {c.baseline} ({c.model}, T={c.T})" if c.baseline else
+           f"neuron {c.neuron} | pruner {pruner_text(c.pruner, c.pruner_params)}")
+    head = f"{p.name} ({'official' if p.official else 'unofficial'}) | {who} | backend {c.backend} | seed {c.seed}"
     lines = [wrap(head), fit_table(rows, tablefmt="simple_outline", wrappable=(1,)), wrap(f"record: {path}")]
     lines += [wrap(note) for note in summary_notes(record, path)]
     return "\n".join(lines)
@@ -138,17 +140,24 @@ def run_command(
     resume: bool = typer.Option(False, "--resume",
         help="Continue the interrupted run in --out (rerunning with the same --out does so too; "
         "--resume also insists that there is a checkpoint)."),
+    baseline: str | None = typer.Option(None, "--baseline",
+        help=f"Run a board's reference row instead: {', '.join(BASELINES)} (docs/baselines.md)."),
     *,
     options: RunOptions,
 ) -> None:
     """Train (dense, cached), prune, swap the neuron, fine-tune, evaluate; write result.json.
     Every epoch is checkpointed in --out, so a killed or interrupted run resumes where it stopped."""
     host = common.host()
-    out_dir = out or default_out_dir(protocol, neuron, pruner, backend, seed)
+    if baseline is not None:
+        check_baseline(baseline)
+        if neuron != "lif" or pruner != "none":
+            raise UsageError(f"--baseline {baseline} names its own neuron and is never pruned: drop "
+                             f"{'--neuron' if neuron != 'lif' else '--pruner'}")
+    out_dir = out or default_out_dir(protocol, f"baseline-{baseline}" if baseline else neuron, pruner, backend, seed)
     check_out_dir(out_dir, resume)
     config = resolve(
         host, protocol=protocol, neuron=neuron, pruner=pruner, backend=backend, seed=seed,
-        settings=settings, out_dir=out_dir, options=options, plugins=common.STATE.plugins,
+        settings=settings, out_dir=out_dir, options=options, plugins=common.STATE.plugins, baseline=baseline,
     )
     common.restart_pinned(config.protocol, config.device)
     why = unofficial_reasons([config])
@@ -184,8 +193,9 @@ def check_out_dir(out_dir: Path, resume: bool) -> None:
 def child_args(config: RunConfig, protocol: str, settings: list[str], quiet: bool) -> list[str]:
     """The ``stxbench run`` arguments every torchrun process gets: the resolved run, pinned
     (seed, output folder, every run option as resolved) so that all processes agree."""
+    who = ["--baseline", config.baseline] if config.baseline else ["--neuron", config.neuron, "--pruner", config.pruner]
     args = [
-        "--protocol", protocol, "--neuron", config.neuron, "--pruner", config.pruner,
+        "--protocol", protocol, *who,
         "--backend", config.backend, "--seed", str(config.seed), "--out", str(config.out_dir),
         *config.to_args(),
     ]

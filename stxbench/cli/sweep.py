@@ -79,7 +79,8 @@ def summary(records: list[Record]) -> str:
     for r in records:
         c = r.config
         pruner = pruner_text(c.pruner, dict(sorted(c.pruner_params.items())))  # wraps at its spaces
-        groups.setdefault((c.neuron, pruner, c.backend), []).append(r)
+        who = f"baseline {c.baseline}" if c.baseline else c.neuron  # a reference row, apart
+        groups.setdefault((who, pruner, c.backend), []).append(r)
     rows = []
     for (neuron, pruner, backend), group in groups.items():
         acc = [r.metrics.accuracy for r in group]
@@ -89,7 +90,7 @@ def summary(records: list[Record]) -> str:
             f"{statistics.mean(before_finetuning(r) for r in group):.4f}",
             f"{statistics.mean(r.metrics.params_effective for r in group):,.0f}",
             f"{statistics.mean(r.metrics.sparsity for r in group):.3f}",
-            f"{statistics.mean(r.metrics.firing_rate for r in group):.4f}",
+            "-" if None in (rates := [r.metrics.firing_rate for r in group]) else f"{statistics.mean(rates):.4f}",
         ])
     # short headers and one wrapping column: nine columns fit 100 (the header above the table
     # says what the shorthands mean)
@@ -168,6 +169,8 @@ def sweep_command(
     seeds: str | None = typer.Option(None, "--seeds", help="Comma-separated seeds [default: the protocol's seeds]."),
     grid: bool = typer.Option(False, "--grid",
         help="Run the protocol's compression grid: every pruner and parameter set its [[grid.<pruner>]] tables list."),
+    baselines: bool = typer.Option(False, "--baselines",
+        help="Also run the board's reference rows (linear, ann: docs/baselines.md) for every seed, on the first backend."),
     protocol: ProtocolOption = DEFAULT_PROTOCOL,
     settings: SettingsOption = [],
     out: Path = typer.Option(Path("runs/sweep"), "--out", "-o", parser=folder_parser("--out"),
@@ -206,7 +209,7 @@ def sweep_command(
     job_cpus = choice.profile.cpus_per_job if choice.kind is Executor.slurm else None
     folder, cells = sweep_cells(host, protocol=protocol, neurons=neurons, pruners=pruners, backends=backends,
                                 seeds=seeds, settings=settings, out=out, options=options, grid=grid,
-                                job_cpus=job_cpus)
+                                job_cpus=job_cpus, baselines=baselines)
     done = [existing_record(c) for c in cells]  # checked before anything runs
     for cell, record in zip(cells, done):
         if record is None:

@@ -15,6 +15,7 @@ from stxbench.host.plugin_host import PluginHost
 from stxbench.leaderboard.store import params_slug
 from stxbench.run.protocol import Protocol, load_protocol
 from stxbench.record.schema import Record, load_record
+from stxbench.run.baselines import BASELINES
 from stxbench.run.resolve import check_grid, check_seed, resolve, split_settings, unofficial_reasons
 from stxbench.run.config import RunConfig
 from stxbench.run.stages import RESULT_FILE
@@ -113,7 +114,7 @@ def cell_settings(params: dict) -> list[str]:
 
 def sweep_cells(host: PluginHost, *, protocol: str, neurons: str, pruners: str | None, backends: str,
                 seeds: str | None, settings: list[str], out: Path, options: RunOptions,
-                grid: bool, job_cpus: int | None = None) -> tuple[Path, list[Cell]]:
+                grid: bool, job_cpus: int | None = None, baselines: bool = False) -> tuple[Path, list[Cell]]:
     """Every run of the sweep, resolved and checked (nothing runs yet), and the folder that
     holds their records."""
     overrides, pruner_settings = split_settings(settings)
@@ -150,6 +151,16 @@ def sweep_cells(host: PluginHost, *, protocol: str, neurons: str, pruners: str |
                                      seed=seed, settings=given, out_dir=folder / label, options=options,
                                      plugins=common.STATE.plugins, job_cpus=job_cpus)
                     cells.append(Cell(config, label))
+    if baselines:  # the board's reference rows (stxbench.run.baselines), each seed, on the first backend
+        backend = split_names("--backend", backends)[0]
+        dotted = [s for s in settings if "." in s.partition("=")[0]]
+        for baseline in BASELINES:
+            for seed in seed_list:
+                label = f"baseline-{baseline}-{backend}-s{seed}"
+                config = resolve(host, protocol=protocol, neuron="lif", pruner="none", backend=backend, seed=seed,
+                                 settings=dotted, out_dir=folder / label, options=options,
+                                 plugins=common.STATE.plugins, job_cpus=job_cpus, baseline=baseline)
+                cells.append(Cell(config, label))
     return folder, cells
 
 

@@ -26,13 +26,14 @@ def _originals(entries: list[Entry]) -> dict[tuple[str, ...], Entry]:
     return originals
 
 
-def entry_problems(board: Board, entries: list[Entry], verifier: Verifier) -> list[str]:
-    lines = []
+def entry_problems(board: Board, entries: list[Entry], verifier: Verifier) -> dict[Path, list[Problem]]:
+    """Per entry, what the static checks find. A code-stale problem (`Problem.redeemable`) is
+    dropped where the entry's receipt shows a re-run under the installed code reproduced it."""
+    by_entry: dict[Path, list[Problem]] = {}
     originals = _originals([e for e in entries if e.record is not None])
     for entry in entries:
-        where = board.relative(entry.path)
         if entry.record is None:
-            lines.append(f"{where}: {entry.error}")
+            by_entry[entry.path] = [Problem("", entry.error)]  # the whole file: no field to name
             continue
         record = entry.record
         found = []
@@ -46,8 +47,10 @@ def entry_problems(board: Board, entries: list[Entry], verifier: Verifier) -> li
         if original is not entry:
             found.append(Problem("duplicate", f"the same run as {board.relative(original.path)}"))
         found += verifier.problems(record)
-        lines += [problem.line(where) for problem in found]
-    return lines
+        if any(p.redeemable for p in found) and receipts.why_unverified(entry, verifier.code) is None:
+            found = [p for p in found if not p.redeemable]
+        by_entry[entry.path] = found
+    return by_entry
 
 
 def rendered_problems(board: Board) -> list[str]:
@@ -67,16 +70,21 @@ def check_board(
     rerun_entries: list[Entry] = (),
 ) -> list[str]:
     """Every problem found, one line each; ``rerun`` re-runs ``rerun_entries`` (problems by path),
-    except those the static checks already fail (a re-run could only add lines, at a cost)."""
-    lines = entry_problems(board, entries, verifier)
-    failed = {line.split(": ", 1)[0] for line in lines}
-    rerun_entries = [e for e in rerun_entries if board.relative(e.path) not in failed]
-    lines += rendered_problems(board)
+    except those the static checks already fail (a re-run could only add lines, at a cost). An
+    entry whose only problems are redeemable is re-run, and a re-run that reproduces it settles them."""
+    static = entry_problems(board, entries, verifier)
+    failed = {path for path, found in static.items() if any(not p.redeemable for p in found)}
+    rerun_entries = [e for e in rerun_entries if e.path not in failed]
     if rerun_entries:
         found = rerun(list(rerun_entries))
         for entry in rerun_entries:
-            lines += [problem.line(board.relative(entry.path)) for problem in found.get(entry.path, [])]
-    return lines
+            again = found.get(entry.path)
+            if again is None:  # not re-run (over the budget): its static problems stand
+                continue
+            # reproduced under the installed code: the code change did not move its numbers
+            static[entry.path] = [p for p in static[entry.path] if not p.redeemable or again] + again
+    lines = [problem.line(board.relative(path)) for path, found in static.items() for problem in found]
+    return lines + rendered_problems(board)
 
 
 def unverified(entries: list[Entry], installed_code: dict[str, str]) -> dict[Path, str]:

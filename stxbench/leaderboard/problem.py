@@ -9,6 +9,10 @@ from dataclasses import dataclass
 class Problem:
     field: str
     message: str
+    #: a re-run can settle it: the code that computes the entry changed since it was made, and a
+    #: re-run under the installed code that reproduces every claim (or a receipt of one) shows the
+    #: change did not move its numbers (`stxbench.leaderboard.receipts`)
+    redeemable: bool = False
 
     def line(self, where: str) -> str:
-        return f"{where}: {self.field}: {self.message}"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"

@@ -4,7 +4,10 @@
 claims, to ``<root>/<protocol>/receipts/<entry file name>``, and the receipts are committed with
 the entries. A receipt is *valid* while the entry still claims what was reproduced (the sha256
 of its claims is the same) and the code that computes its numbers is the code the re-run used
-(the entry's code identity equals the receipt's and the installed code's). CI re-runs exactly
+(the receipt's code identity, for the packages the entry names, equals the installed code's).
+The re-run may have run newer code than the entry was made with: a receipt then shows that the
+change (a refactor, a new feature on another path) did not move the entry's numbers, and the
+entry stays on the board without being made again (`Problem.redeemable`). CI re-runs exactly
 the entries without a valid receipt (``--rerun-unverified``) plus one audit, and with
 ``--require-verified`` fails, naming them, if any entry is left unverified: nothing passes
 that no one re-ran.
@@ -32,10 +35,11 @@ MAX_BYTES = 64 * 1024
 class Receipt(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    receipt_version: int = 1
+    #: 1: ``code`` was always the entry's own; 2: it is the code the re-run ran, which may be newer
+    receipt_version: int = 2
     entry: str  # the entry's file name
     claims_sha256: str  # `claims_digest` of the entry when it was reproduced
-    code: dict[str, str]  # the code identity the re-run ran (= the entry's)
+    code: dict[str, str]  # the code identity the re-run ran, for the packages the entry names
     cpu_kind: str  # the machine that re-ran it (provenance.cpu_kind)
     pin: str | None  # the protocol's CPU pin
     verified: str  # when (UTC, ISO 8601)
@@ -75,17 +79,19 @@ def why_unverified(entry: Entry, installed_code: dict[str, str]) -> str | None:
         return f"its receipt is for {receipt.entry}"
     if receipt.claims_sha256 != claims_digest(record):
         return "it claims other figures than the ones its receipt's re-run reproduced"
-    if record.provenance.code is None or receipt.code != record.provenance.code:
-        return "its receipt's re-run ran other code than the entry"
+    if record.provenance.code is None or set(receipt.code) != set(record.provenance.code):
+        return "its receipt's re-run ran other packages than the entry names"
     changed = sorted(p for p, digest in receipt.code.items() if installed_code.get(p) != digest)
     if changed:
         return f"the code of {', '.join(changed)} changed since its receipt's re-run"
     return None
 
 
-def write(entry: Entry, cpu_kind: str, verified: str, commit: str | None) -> Path:
+def write(entry: Entry, cpu_kind: str, verified: str, commit: str | None, installed_code: dict[str, str]) -> Path:
+    """The receipt of a re-run of ``entry`` under ``installed_code`` that reproduced it."""
     record = entry.record
-    receipt = Receipt(entry=entry.path.name, claims_sha256=claims_digest(record), code=record.provenance.code or {},
+    ran = {package: installed_code.get(package, digest) for package, digest in (record.provenance.code or {}).items()}
+    receipt = Receipt(entry=entry.path.name, claims_sha256=claims_digest(record), code=ran,
                       cpu_kind=cpu_kind, pin=record.provenance.cpu_numerics.pin if record.provenance.cpu_numerics else None,
                       verified=verified, stxbench_commit=commit)
     path = receipt_path(entry)

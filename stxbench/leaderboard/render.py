@@ -18,7 +18,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from stxbench.run.errors import UsageError
-from stxbench.leaderboard import energy_views, plots
+from stxbench.leaderboard import baseline_rows, energy_views, plots
 from stxbench.leaderboard.sections import NBSP, curves_section, paired_section, recovery_section
 from stxbench.leaderboard.store import ENTRIES, LEGACY, Board, Entry, pruner_label
 from stxbench.record.schema import Record, atomic_write_text
@@ -180,11 +180,20 @@ README_SECTIONS: list[Callable[[str, list[Row]], list[str]]] = [
 ]
 
 
-def protocol_readme(protocol: str, rows: list[Row]) -> str:
-    return "\n".join(line for section in README_SECTIONS for line in section(protocol, rows))
+def protocol_readme(protocol: str, rows: list[Row], baselines: dict[str, list[tuple[str, Record]]] | None = None) -> str:
+    """The board's README: the ranked table, the baselines against it, then the other sections."""
+    first, *rest = README_SECTIONS
+    lines = [*first(protocol, rows), *baseline_rows.section(rows, baselines or {})]
+    return "\n".join(lines + [line for section in rest for line in section(protocol, rows)])
 
 
-def index_readme(protocol_rows: dict[str, list[Row]], legacy: list[str] = ()) -> str:
+def _baseline_cell(baselines: dict[str, list[tuple[str, Record]]], name: str) -> str:
+    entries = baselines.get(name)
+    return "-" if not entries else _percent(baseline_rows.mean_accuracy(entries))
+
+
+def index_readme(protocol_rows: dict[str, list[Row]], legacy: list[str] = (),
+                 protocol_baselines: dict[str, dict[str, list[tuple[str, Record]]]] | None = None) -> str:
     lines = ["# stxbench leaderboards", "", HEADER_NOTE, ""]
     retired = ([f"Retired boards, kept as they were and no longer checked: "
                 f"{', '.join(f'[{name}]({LEGACY}/{name}/{README})' for name in legacy)} "
@@ -201,8 +210,11 @@ def index_readme(protocol_rows: dict[str, list[Row]], legacy: list[str] = ()) ->
             _common(rows, lambda r: r.config.model), _common(rows, lambda r: r.config.T),
             sum(len(row.entries) for row in rows), len(rows),
             f"{_accuracy_cell(best)} ({best.label})",
+            _baseline_cell((protocol_baselines or {}).get(protocol, {}), "linear"),
+            _baseline_cell((protocol_baselines or {}).get(protocol, {}), "ann"),
         ])
-    headers = ["protocol", "dataset", "model", "T", "entries", "rows", "best accuracy (%)"]
+    headers = ["protocol", "dataset", "model", "T", "entries", "rows", "best accuracy (%)", "linear (%)",
+               "ANN twin (%)"]
     lines += [tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), "", *retired]
     return "\n".join(lines)
 
@@ -248,13 +260,16 @@ def plan(board: Board) -> Plan:
     for entry in entries:
         if entry.record is not None:
             by_protocol.setdefault(entry.folder_protocol, []).append((entry.path.name, entry.record))
-    protocol_rows = {protocol: group_rows(items) for protocol, items in by_protocol.items()}
+    split = {protocol: baseline_rows.split(items) for protocol, items in by_protocol.items()}
+    # a board of baselines alone has no ranking yet: its README waits for its first entry
+    protocol_rows = {protocol: group_rows(ranked) for protocol, (ranked, _) in split.items() if ranked}
+    baselines = {protocol: found for protocol, (_, found) in split.items()}
     legacy_dir = board.root / LEGACY
     legacy = sorted(p.name for p in legacy_dir.iterdir() if (p / README).is_file()) if legacy_dir.is_dir() else []
-    files = [Rendered(board.root / README, text=index_readme(protocol_rows, legacy))]
+    files = [Rendered(board.root / README, text=index_readme(protocol_rows, legacy, baselines))]
     for protocol, rows in sorted(protocol_rows.items()):
         folder = board.root / protocol
-        files.append(Rendered(folder / README, text=protocol_readme(protocol, rows)))
+        files.append(Rendered(folder / README, text=protocol_readme(protocol, rows, baselines[protocol])))
         files += [Rendered(folder / name, plot_data=data) for name, data in plots.board_plots(protocol, rows).items()]
         breakdown = energy_views.breakdown_data(protocol, rows)
         if breakdown is not None:

@@ -367,9 +367,11 @@ def rerun_record(entry_path: Path, protocol_source: str, cache_dir: Path, out_di
     options = RunOptions(device=device, cache_dir=cache_dir, threads=threads or p.threads, compile=compiled,
                          precision=p.execution.precision if p.execution else "auto")
     config = resolve(host, protocol=protocol_source, neuron=c.neuron, pruner=c.pruner, backend=c.backend,
-                     seed=c.seed, settings=[], out_dir=out_dir, options=options, plugins=plugins)
-    params = resolve_pruner_params(host, config.protocol, c.pruner, c.pruner_params)
-    config = dataclasses.replace(config, pruner_params=params)
+                     seed=c.seed, settings=[], out_dir=out_dir, options=options, plugins=plugins,
+                     baseline=c.baseline)
+    if c.baseline is None:
+        params = resolve_pruner_params(host, config.protocol, c.pruner, c.pruner_params)
+        config = dataclasses.replace(config, pruner_params=params)
     return execute(config, host, warn=lambda line: None)
 
 

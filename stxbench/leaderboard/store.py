@@ -49,8 +49,11 @@ def pruner_label(pruner: str, params: dict[str, Any]) -> str:
 
 
 def entry_name(record: Record) -> str:
-    """``<protocol>__<neuron>__<pruner>[-<params>]__<backend>__s<seed>.json``."""
+    """``<protocol>__<neuron>__<pruner>[-<params>]__<backend>__s<seed>.json``; a baseline's
+    ``<protocol>__baseline-<name>__<backend>__s<seed>.json``."""
     c = record.config
+    if c.baseline is not None:
+        return f"{record.protocol.name}__baseline-{c.baseline}__{c.backend}__s{c.seed}.json"
     slug = params_slug(c.pruner_params)
     pruner = f"{c.pruner}-{slug}" if slug else c.pruner
     return f"{record.protocol.name}__{c.neuron}__{pruner}__{c.backend}__s{c.seed}.json"
@@ -60,11 +63,13 @@ def identity(record: Record) -> tuple[str, ...]:
     """What makes two records the same leaderboard entry."""
     c = record.config
     params = json.dumps(c.pruner_params, sort_keys=True)
-    return (record.protocol.name, c.neuron, c.pruner, params, c.backend, str(c.seed))
+    return (record.protocol.name, c.neuron, c.pruner, params, c.backend, str(c.seed), c.baseline or "")
 
 
 def describe(record: Record) -> str:
     c = record.config
+    if c.baseline is not None:
+        return f"{record.protocol.name} / baseline {c.baseline} / {c.backend} / seed {c.seed}"
     return (f"{record.protocol.name} / {c.neuron} / {pruner_label(c.pruner, c.pruner_params)} / "
             f"{c.backend} / seed {c.seed}")
 

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 import stxbench
 
+from stxbench.run.baselines import BASELINES, PRUNER, baseline_neuron, baseline_protocol
 from stxbench.measure.conventions import DEFAULT_CONVENTION, NoRawCounts
 from stxbench.run.cpu_pin import PINS
 from stxbench.measure.energy import cost_model, energy_of, estimate
@@ -87,6 +88,13 @@ class Verifier:
         except UsageError as exc:
             return [Problem("protocol.name", str(exc))]
         found = self._official(record, protocol)
+        baseline = record.config.baseline
+        if baseline is not None:  # a reference row: checked against the protocol it ran
+            if baseline not in BASELINES:
+                return [*found, Problem("config.baseline", f"{baseline!r} is not a baseline "
+                                                           f"(valid: {', '.join(BASELINES)})")]
+            found += self._baseline(record, protocol)
+            protocol = baseline_protocol(protocol, baseline)
         found += self._metrics(record)
         found += self._recovery(record, protocol)
         found += self._names(record, protocol)
@@ -119,6 +127,20 @@ class Verifier:
             return []
         return name_problems(record, names)
 
+    def _baseline(self, record: Record, board_protocol) -> list[Problem]:
+        """A baseline runs its own model, neuron and no pruner (`stxbench.run.baselines`)."""
+        c, ran = record.config, baseline_protocol(board_protocol, record.config.baseline)
+        wanted = {"neuron": baseline_neuron(board_protocol, c.baseline), "pruner": PRUNER, "pruner_params": {}}
+        return [Problem(f"config.{key}", f"{getattr(c, key)!r} but baseline {c.baseline} runs {value!r}")
+                for key, value in wanted.items() if getattr(c, key) != value] + self._pinned(record, ran)
+
+    def _pinned(self, record: Record, protocol) -> list[Problem]:
+        c = record.config
+        pinned = {"dataset": protocol.data.dataset, "model": protocol.model.name, "T": protocol.model.T,
+                  "base_neuron": protocol.model.base_neuron, "surrogate": protocol.model.surrogate}
+        return [Problem(f"config.{key}", f"{getattr(c, key)!r} but protocol {protocol.name} pins {value!r}")
+                for key, value in pinned.items() if getattr(c, key) != value]
+
     def _official(self, record: Record, protocol) -> list[Problem]:
         found = []
         p, c = record.protocol, record.config
@@ -136,11 +158,8 @@ class Verifier:
                 f"stale: run under protocol hash {p.sha256[:12]}, the current {protocol.name} protocol "
                 f"hashes to {current[:12]}; re-run it and submit with --replace, or remove it",
             ))
-        pinned = {"dataset": protocol.data.dataset, "model": protocol.model.name, "T": protocol.model.T,
-                  "base_neuron": protocol.model.base_neuron, "surrogate": protocol.model.surrogate}
-        for key, value in pinned.items():
-            if getattr(c, key) != value:
-                found.append(Problem(f"config.{key}", f"{getattr(c, key)!r} but protocol {protocol.name} pins {value!r}"))
+        if c.baseline is None:
+            found += self._pinned(record, protocol)
         for kind in ("neuron", "pruner", "backend"):
             name = getattr(c, kind)
             if name not in self.host.names(kind):
@@ -183,7 +202,11 @@ class Verifier:
             if not 0.0 <= rate <= 1.0:
                 found.append(Problem(f"metrics.firing_rates[{name}]", f"{rate!r} is not a fraction in [0, 1]"))
         rates = [r for r in m.firing_rates.values() if 0.0 <= r <= 1.0]
-        if rates and not min(rates) * (1 - REL_TOL) <= m.firing_rate <= max(rates) * (1 + REL_TOL):
+        if m.firing_rate is None:
+            if m.firing_rates:
+                found.append(Problem("metrics.firing_rate", f"missing, but the record has rates for "
+                                     f"{len(m.firing_rates)} neuron layer(s): their mean belongs here"))
+        elif rates and not min(rates) * (1 - REL_TOL) <= m.firing_rate <= max(rates) * (1 + REL_TOL):
             found.append(Problem("metrics.firing_rate", f"{m.firing_rate!r} is not a mean of the per-layer "
                                  f"rates (they range from {min(rates)!r} to {max(rates)!r})"))
         found += self._matrices(record)
@@ -313,6 +336,8 @@ class Verifier:
             elif current != digest:
                 what = "the core's numbers path" if package == CORE else f"plugin {package}"
                 found.append(Problem(field, f"stale: the code of {what} changed since the run "
-                                     f"({digest[:12]} -> {current[:12]}; comments and docstrings do not count); "
-                                     "re-run it and submit with --replace, or remove it"))
+                                     f"({digest[:12]} -> {current[:12]}; comments and docstrings do not count) "
+                                     "and no re-run under the new code reproduced it; verify it with "
+                                     f"`stxbench leaderboard check --rerun-unverified` (a receipt), or re-run it and "
+                                     "submit with --replace", redeemable=True))
         return found

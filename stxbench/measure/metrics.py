@@ -81,6 +81,10 @@ def params_effective(model: SpikingModel, stats: list[MatrixStat]) -> int:
 
 
 def st_sparsity(stats: list[MatrixStat]) -> float:
+    """1 - nonzero / dense over the ST-block matrices; 0.0 for a model that has none (the
+    linear baseline: nothing it has can be pruned, and nothing was)."""
+    if not stats:
+        return 0.0
     return 1.0 - sum(s.nonzero for s in stats) / sum(s.dense for s in stats)
 
 
@@ -114,8 +118,11 @@ class FiringRates:
     def per_layer(self) -> dict[str, float]:
         return {name: self.spikes[name] / self.elements[name] for name in self.elements}
 
-    def overall(self) -> float:
+    def overall(self) -> float | None:
+        """The mean over every neuron layer; None for a model without neuron layers."""
         total = sum(self.elements.values())
+        if not any(True for _ in self.model.neuron_slots()):
+            return None
         if not total:
             raise RunFailed("no neuron layer ran during evaluation: no firing rate to report")
         return sum(self.spikes.values()) / total

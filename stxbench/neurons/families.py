@@ -66,6 +66,9 @@ class NeuronFamily:
     #: Learnable parameter name -> its meaning, as parity reports it (unlisted names stand for
     #: themselves). Native implementations register their learnables under the same names.
     meanings: ClassVar[dict[str, str]] = {}
+    #: False for a real-valued activation (the ANN twin's, `stxbench.run.baselines`): its outputs are
+    #: not spikes, so the spike-value check skips it and a run refuses it except as that twin.
+    spiking: ClassVar[bool] = True
 
     def parity_value(self, meaning: str, initial: torch.Tensor, site: NeuronSite,
                      generator: torch.Generator) -> torch.Tensor:

@@ -376,7 +376,12 @@ def run(host: PluginHost, neurons: Sequence[str] = (), backends: Sequence[str] =
     """Parity of the chosen (default: all) neurons on the chosen (default: all installed)
     backends that implement their families natively, each with its family's reference."""
     notes: list[str] = []
-    specs = _specs(host, neurons, notes)
+    specs = []
+    for spec in _specs(host, neurons, notes):
+        if host.neuron_family(spec.family).spiking:
+            specs.append(spec)
+        else:  # nothing of a spike's contract to hold it to (the ANN twin's activation)
+            notes.append(f"{spec.name}: family {spec.family} does not spike; parity compares spiking neurons only")
     chosen = [host.backend(n) for n in (list(backends) or host.names("backend"))]
     every = [host.backend(n) for n in host.names("backend")]
     rows: list[Row] = []

@@ -65,7 +65,7 @@ def make_record(run: Run, model: SpikingModel, outcome: Outcome, compiler: Neuro
                 backend=config.backend, seed=config.seed, dataset=proto.data.dataset,
                 model=proto.model.name, T=proto.model.T, base_neuron=proto.model.base_neuron,
                 surrogate=config.surrogate.name, surrogate_alpha=config.surrogate.alpha,
-                neurons=neuron_infos(run),
+                neurons=neuron_infos(run), baseline=config.baseline,
             ),
             metrics=Metrics(
                 accuracy=final.accuracy, accuracy_dense=outcome.accuracy_dense,

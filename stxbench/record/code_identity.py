@@ -35,7 +35,7 @@ NUMBERS_PATH = (
     "neurons/compile.py", "neurons/contract.py", "neurons/families.py", "neurons/kernel_cache.py", "neurons/lif.py",
     "neurons/site.py",
     "record/assemble.py", "record/schema.py",
-    "run/checkpoints.py", "run/config.py", "run/context.py", "run/cpu_pin.py", "run/processes.py", "run/protocol.py",
+    "run/baselines.py", "run/checkpoints.py", "run/config.py", "run/context.py", "run/cpu_pin.py", "run/processes.py", "run/protocol.py",
     "run/resolve.py", "run/stages.py", "run/training.py",
 )
 #: core modules and folders that parse, print, plan or check, and compute no number of a run

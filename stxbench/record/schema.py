@@ -15,7 +15,9 @@ from stxbench.run.errors import UsageError
 
 #: 2: provenance.code (code identity), cpu_numerics.ieee_sqrt and cpu_kind. Version 1 records
 #: still load (to be read and re-run); the leaderboard calls them stale.
-SCHEMA_VERSION = 2
+#: 3: config.baseline (the board's reference rows, `stxbench.run.baselines`) and a firing rate that
+#: is None for a model without neurons. Version 2 records are version 3 records of no baseline.
+SCHEMA_VERSION = 3
 
 
 class _Strict(BaseModel):
@@ -54,6 +56,9 @@ class ConfigInfo(_Strict):
     surrogate_alpha: float
     #: base_neuron and neuron -> family and implementation (None in records older than this field)
     neurons: dict[str, NeuronInfo] | None = None
+    #: a board's reference row (``linear`` or ``ann``, `stxbench.run.baselines`); None for an entry.
+    #: ``model``, ``T`` and ``base_neuron`` are then those the baseline ran
+    baseline: str | None = None
 
 
 class MatrixStat(_Strict):
@@ -81,7 +86,9 @@ class Metrics(_Strict):
     params_total: int = Field(gt=0)  # the dense model's parameter count
     params_effective: int = Field(gt=0)  # what the final model really needs
     sparsity: float  # 1 - effective / dense over the ST-block matrices
-    firing_rate: float = Field(ge=0, le=1)  # all neuron layers, all elements and time steps
+    #: all neuron layers, all elements and time steps; None for a model without neurons (the
+    #: linear baseline); the ANN twin's is the mean rate its activations stand for
+    firing_rate: float | None = Field(ge=0, le=1)
     firing_rates: dict[str, float]  # per neuron layer
     matrices: list[MatrixStat]
 
@@ -314,7 +321,7 @@ class Provenance(_Strict):
 
 
 class Record(_Strict):
-    schema_version: Literal[1, 2] = SCHEMA_VERSION
+    schema_version: Literal[1, 2, 3] = SCHEMA_VERSION
     protocol: ProtocolInfo
     config: ConfigInfo
     metrics: Metrics

@@ -165,6 +165,9 @@ class RunConfig(RunOptions):
     precision: str  # fp32 or bf16 (autocast)
     compile: bool  # neuron layers through torch.compile (stxbench.neurons.compile)
     cache_dir: Path
+    #: a board's reference row (`stxbench.run.baselines`): ``protocol`` is then the baseline's, and
+    #: ``protocol_sha256`` the board protocol's
+    baseline: str | None = None
 
     @property
     def surrogate(self) -> Surrogate:

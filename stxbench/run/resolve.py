@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from stxbench.neurons.site import Surrogate
+from stxbench.run.baselines import PRUNER, baseline_neuron, baseline_protocol
 from stxbench.measure.conventions import convention
 from stxbench.data.splits import dataset_options
 from stxbench.measure.energy import cost_model
@@ -146,11 +147,19 @@ def resolve(
     options: RunOptions = RunOptions(),
     plugins: tuple[str, ...] = (),
     job_cpus: int | None = None,
+    baseline: str | None = None,
 ) -> RunConfig:
     """The run, every name and value checked before any work starts. ``job_cpus``: the CPUs of
-    the job it will run in when that is not this process (a SLURM job)."""
+    the job it will run in when that is not this process (a SLURM job). ``baseline``: one of the
+    board's reference rows instead (`stxbench.run.baselines`): it names its own neuron and pruner."""
     protocol_overrides, given_params = split_settings(settings)
-    proto = load_protocol(protocol, protocol_overrides)
+    board = load_protocol(protocol, protocol_overrides)
+    proto = baseline_protocol(board, baseline)
+    if baseline is not None:
+        if given_params:
+            raise UsageError(f"--set {next(iter(given_params))}: --baseline {baseline} is never pruned; "
+                             "it takes no pruner parameter")
+        neuron, pruner = baseline_neuron(board, baseline), PRUNER
     # Every name is checked before any work starts.
     host.dataset(proto.data.dataset)
     host.model_family(proto.model.name.split("-", 1)[0])
@@ -161,6 +170,10 @@ def resolve(
     surrogate = Surrogate(proto.model.surrogate, proto.model.surrogate_alpha)
     host.implementation(base, back, surrogate)  # natively, or through the family's reference
     host.implementation(spec, back, surrogate)
+    for role, used in (("--neuron", spec), ("model.base_neuron", base)):
+        if not host.neuron_family(used.family).spiking and baseline != "ann":
+            raise UsageError(f"{role} {used.name}: not a spiking neuron ({used.summary}); it runs only as "
+                             "the ANN twin, with --baseline ann")
     params = resolve_pruner_params(host, proto, pruner, given_params)
     check_grid(host, proto)
     cost_model(proto.energy_model)  # an unknown energy model is a usage error, before any work
@@ -182,8 +195,9 @@ def resolve(
             "cache_dir": cache_dir,
         },
         protocol=proto,
-        protocol_sha256=proto.sha256(),
+        protocol_sha256=board.sha256(),
         official=not protocol_overrides and seed in proto.seeds,
+        baseline=baseline,
         overrides=protocol_overrides,
         neuron=neuron,
         pruner=pruner,
