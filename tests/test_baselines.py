@@ -104,6 +104,10 @@ def test_board_shows_baselines_apart_with_margins(board):
     row = next(line for line in section.splitlines() if line.startswith("| lif / none / torch"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] == f"{100 * (snn - linear):+.2f}" and cells[3] == f"{100 * (snn - twin):+.2f}"
+    snn_mj, twin_record = load_record(records["lif-none-torch-s0"]).energy.mj_per_sample, load_record(records["baseline-ann-torch-s0"])
+    int8 = next(e.mj_per_sample for e in twin_record.energies
+                if (e.cost_model, e.convention, e.pricing) == ("horowitz45-int8-v1", "stxbench", "as-run"))
+    assert cells[4] == f"{snn_mj / twin_record.energy.mj_per_sample:.3g}" and cells[5] == f"{snn_mj / int8:.3g}"
     index = (root / "lb" / "README.md").read_text()
     assert f"| {100 * linear:.2f}" in index and f"| {100 * twin:.2f}" in index
 

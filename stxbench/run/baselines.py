@@ -26,7 +26,7 @@ from stxbench.run.protocol import Protocol
 #: baseline name -> what its row is, as boards and ``stxbench list`` say it
 BASELINES: dict[str, str] = {
     "linear": "linear classifier (logistic regression) on the protocol's inputs",
-    "ann": "ANN twin: the same network with clamp(x/theta, 0, 1) for spikes, T=1 on static inputs",
+    "ann": "the protocol's network with clamp(x/theta, 0, 1) in place of spikes, T=1 on static inputs",
 }
 LINEAR_MODEL = "linear"
 ANN_NEURON = "ann"
