@@ -24,7 +24,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from stxbench.record import Record, load_record
+from stxbench.record.schema import Record, load_record
 
 
 def records_in(folder: Path) -> list[Record]:

@@ -151,3 +151,31 @@ def test_baseline_refusals(cli, tiny_protocol, tmp_path, extra, message):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "out" / "result.json").exists()
+
+
+def test_regime_criteria_are_measured_from_a_boards_records(board):
+    """benchmarks/regime_criteria.py: the ST-block share, the margin over the linear baseline and
+    the loss at each pruner's harshest and mildest level, from records."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import regime_criteria
+
+    _, _, records = board
+    dense, linear = load_record(records["lif-none-torch-s0"]), load_record(records["baseline-linear-torch-s0"])
+
+    def pruned(sparsity: float, points_lost: float, params: int):
+        config = dense.config.model_copy(update={"pruner": "l1p", "pruner_params": {"sparsity": sparsity}})
+        metrics = dense.metrics.model_copy(update={"accuracy": dense.metrics.accuracy - points_lost / 100,
+                                                   "params_effective": params})
+        return dense.model_copy(update={"config": config, "metrics": metrics})
+
+    found = {name: (value, met) for name, value, met, _ in regime_criteria.criteria(
+        [dense, linear, pruned(0.5, 0.5, 20_000), pruned(0.98, 4.0, 10_000)])}
+    m = dense.metrics
+    assert found["ST-block matrices' share of parameters"] == (
+        pytest.approx(100 * sum(s.dense for s in m.matrices) / m.params_total), False)  # tiny: the stem dominates
+    margin = 100 * (m.accuracy - linear.metrics.accuracy)
+    assert found["dense above the linear baseline (points)"] == (pytest.approx(margin), False)  # 360 test images
+    assert found["l1p harshest level: loss after fine-tuning (points)"] == (pytest.approx(4.0), True)
+    assert found["l1p mildest level: loss after fine-tuning (points)"] == (pytest.approx(0.5), True)
