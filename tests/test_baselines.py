@@ -179,3 +179,17 @@ def test_regime_criteria_are_measured_from_a_boards_records(board):
     assert found["dense above the linear baseline (points)"] == (pytest.approx(margin), False)  # 360 test images
     assert found["l1p harshest level: loss after fine-tuning (points)"] == (pytest.approx(4.0), True)
     assert found["l1p mildest level: loss after fine-tuning (points)"] == (pytest.approx(0.5), True)
+
+
+@pytest.mark.parametrize("baseline", ["linear", "ann"])
+def test_baselines_run_on_a_protocol_with_a_validation_split(baseline, cli, tiny_protocol, shared_cache, tmp_path):
+    """Recovery curves and diagnostics: the twin is diagnosed per layer, the linear model (no
+    neuron layer) has nothing to diagnose and says so with empty diagnostics, not an error."""
+    out = tmp_path / "out"
+    result = cli(*run_args(tiny_protocol, out, shared_cache, "--baseline", baseline,
+                           "--set", "data.validation.samples=300"))
+    assert result.code == 0, result.stderr
+    recovery = load_record(out / "result.json").recovery
+    assert recovery.validation_samples == 300 and len(recovery.curve) == 2  # epoch 0 and 1
+    layers = set(recovery.diagnostics.finetuned)
+    assert (layers == set()) if baseline == "linear" else (len(layers) > 0 and layers == set(recovery.diagnostics.dense))

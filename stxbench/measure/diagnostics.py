@@ -120,7 +120,10 @@ def _loss_pass(model: SpikingModel, x: torch.Tensor, y: torch.Tensor) -> dict[st
 
 def neuron_diagnostics(model: SpikingModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, NeuronDiagnostic]:
     """Every neuron layer's `NeuronDiagnostic` on the batch ``(x, y)`` (prepared inputs on the
-    model's device), in float32 and eval mode; the model's mode is restored afterwards."""
+    model's device), in float32 and eval mode; the model's mode is restored afterwards. Empty
+    for a model without neuron layers (the linear baseline): there is nothing to diagnose."""
+    if next(model.neuron_slots(), None) is None:
+        return {}
     was_training = model.training
     model.eval()
     try:
