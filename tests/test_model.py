@@ -90,6 +90,31 @@ def test_temporal_input_is_used_as_given():
     assert all(torch.equal(seen[1][t], static) for t in range(3))
 
 
+def test_light_stem_is_one_patchify_conv_and_the_rpe_conv():
+    # spikformer-1-16, patch 4 on 1x8x8: conv 1*16*4*4 = 256, BN 2*16 = 32; rpe conv 16*16*9 =
+    # 2304, BN 32; the block and head as in the tiny model above: 1088 + 1088 + 1040 + 288 + 170
+    model = build("1-16", (1, 8, 8), patch=4)
+    assert n_params(model) == 256 + 32 + 2304 + 32 + 1088 + 1088 + 1040 + 288 + 170
+    assert [name for name, _ in model.neuron_slots()][:2] == ["stem.neurons.0", "stem.rpe_neuron"]
+    seen = []
+    model.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    assert model(torch.rand(3, 1, 8, 8)).shape == (3, 10)
+    assert seen == [(4, 3, 4, 16)]  # (8 / 4)^2 = 4 tokens
+    st = sum(m.weight.numel() for m in build("4-64", (1, 28, 28), patch=7).st_matrices().values())
+    assert st / n_params(build("4-64", (1, 28, 28), patch=7)) > 0.8  # block-dominated
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"patch": 3}, r"spikformer patch 3 must divide the input size \(8, 8\)"),
+    ({"patch": 4, "pools": 2}, "comes without pools"),
+    ({"patch": 0}, "whole number >= 1"),
+    ({"patch": True}, "whole number >= 1"),
+])
+def test_bad_light_stems_are_user_errors(options, message):
+    with pytest.raises(UsageError, match=message):
+        build("1-16", (1, 8, 8), **options)
+
+
 def test_bad_sizes_and_options_are_user_errors():
     with pytest.raises(UsageError, match="DEPTH-WIDTH"):
         build("big", (1, 8, 8))

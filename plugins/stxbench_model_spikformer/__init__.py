@@ -7,7 +7,7 @@ from __future__ import annotations
 from stxbench.api import MakeNeuron, ModelFamily, UsageError, hookimpl
 from stxbench_model_spikformer.spikformer import Spikformer, parse_size
 
-SPIKFORMER_OPTIONS = {"heads", "mlp_ratio", "pools"}
+SPIKFORMER_OPTIONS = {"heads", "mlp_ratio", "patch", "pools"}
 
 
 class SpikformerFamily(ModelFamily):

@@ -98,9 +98,15 @@ class Block(nn.Module):
 class SPS(nn.Module):
     """Spiking patch splitting: four conv-BN-neuron stages (D/8, D/4, D/2, D channels) with
     ``pools`` max-pools after the last ``pools`` of them, then a relative-position conv whose
-    spikes are added to the features. Works in 2-D (images) or 1-D (sequences)."""
+    spikes are added to the features. Works in 2-D (images) or 1-D (sequences).
 
-    def __init__(self, in_channels: int, dim: int, pools: int, ndim: int, make_neuron: MakeNeuron):
+    With ``patch = P`` it is the *light stem* instead: one conv-BN-neuron stage whose kernel and
+    stride are P (a ViT's patchify, C -> D), then the same relative-position conv. Its conv
+    stages are then not a CNN in their own right, so the ST blocks hold the model's work (and
+    most of its parameters): pruning them is what the model feels (docs/models.md)."""
+
+    def __init__(self, in_channels: int, dim: int, pools: int, ndim: int, make_neuron: MakeNeuron,
+                 patch: int | None = None):
         super().__init__()
         Conv, BN, Pool = (
             (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d)
@@ -113,12 +119,17 @@ class SPS(nn.Module):
         self.bns = nn.ModuleList()
         self.neurons = nn.ModuleList()
         self.pools = nn.ModuleList()
-        for i in range(4):
-            self.convs.append(Conv(widths[i], widths[i + 1], 3, 1, 1, bias=False))
+        if patch is not None:  # the light stem: one patchifying conv (kernel = stride = patch)
+            widths, pools = [in_channels, dim], 0
+        for i in range(len(widths) - 1):
+            if patch is not None:
+                self.convs.append(Conv(in_channels, dim, patch, patch, 0, bias=False))
+            else:
+                self.convs.append(Conv(widths[i], widths[i + 1], 3, 1, 1, bias=False))
             self.bns.append(BN(widths[i + 1]))
             site = NeuronSite(f"stem.neurons.{i}", widths[i + 1], channel_dim)
             self.neurons.append(NeuronSlot(site, make_neuron))
-            pooled = i >= 4 - pools
+            pooled = i >= len(widths) - 1 - pools
             self.pools.append(Pool(3, 2, 1) if pooled else nn.Identity())
         self.rpe_conv = Conv(dim, dim, 3, 1, 1, bias=False)
         self.rpe_bn = BN(dim)
@@ -165,6 +176,7 @@ class Spikformer(SpikingModel):
         heads: int | None = None,
         mlp_ratio: float = 4.0,
         pools: int | None = None,
+        patch: int | None = None,
     ):
         super().__init__()
         heads = max(1, dim // 32) if heads is None else heads
@@ -183,12 +195,17 @@ class Spikformer(SpikingModel):
             raise UsageError(
                 f"spikformer takes (C, H, W) images or (C, L) sequences, not shape {input_shape}"
             )
-        pools = default_pools(input_shape) if pools is None else pools
+        if patch is not None:
+            if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1 or pools not in (None, 0):
+                raise UsageError(f"spikformer patch must be a whole number >= 1 and comes without pools, got {patch!r}")
+            if any(size % patch for size in input_shape[1:]):
+                raise UsageError(f"spikformer patch {patch} must divide the input size {input_shape[1:]}")
+        pools = default_pools(input_shape) if pools is None and patch is None else (pools or 0)
         if not 0 <= pools <= 4:
             raise UsageError(f"spikformer pools must be in 0..4, got {pools}")
         self.T = T
         self.input_shape = tuple(input_shape)
-        self.stem = SPS(input_shape[0], dim, pools, len(input_shape) - 1, make_neuron)
+        self.stem = SPS(input_shape[0], dim, pools, len(input_shape) - 1, make_neuron, patch)
         self.blocks = nn.ModuleList(
             Block(f"blocks.{i}", dim, heads, mlp_ratio, make_neuron) for i in range(depth)
         )
