@@ -55,7 +55,7 @@ def test_alif_example_installs_lists_trains_and_passes_parity(tmp_path, tiny_pro
     neurons = {row[0]: row for row in table_rows(listing.stdout, "neurons")}
     assert neurons["alif"][2:] == ["alif", "alif"]  # family, plugin
     backends = {row[0]: row for row in table_rows(listing.stdout, "backends")}
-    assert backends["torch"][3] == "lif (via reference: alif)"
+    assert backends["torch"][3] == "lif (via reference: alif, rate)"  # rate: the ANN twin's
     assert "failed plugins" not in listing.stdout
 
     out = tmp_path / "run"
