@@ -193,3 +193,10 @@ def test_baselines_run_on_a_protocol_with_a_validation_split(baseline, cli, tiny
     assert recovery.validation_samples == 300 and len(recovery.curve) == 2  # epoch 0 and 1
     layers = set(recovery.diagnostics.finetuned)
     assert (layers == set()) if baseline == "linear" else (len(layers) > 0 and layers == set(recovery.diagnostics.dense))
+
+
+def test_the_summary_prints_a_linear_rows_tiny_energy_in_significant_digits():
+    from stxbench.cli.run import mj_text
+
+    assert (mj_text(2.944e-06), mj_text(1.472e-07), mj_text(0.011651), mj_text(0.0)) == (
+        "2.94e-06", "1.47e-07", "0.011651", "0.000000")

@@ -64,7 +64,7 @@ def summary_table(record: Record, path: Path) -> str:
     energy = "not counted"
     if record.energy:
         e = record.energy
-        energy = f"{e.mj_per_sample:.6f} mJ ({e.model_id}, convention {e.convention or DEFAULT_CONVENTION})"
+        energy = f"{mj_text(e.mj_per_sample)} mJ ({e.model_id}, convention {e.convention or DEFAULT_CONVENTION})"
     ops = "not counted"
     if record.counts:
         k = record.counts
@@ -111,11 +111,11 @@ def summary_notes(record: Record, path: Path) -> list[str]:
                                      and v.convention == (e.convention or DEFAULT_CONVENTION))]
     if variants:
         low = min(variants, key=lambda v: v.mj_per_sample)
-        lowest = f"the lowest {low.mj_per_sample:.6f} mJ ({low.cost_model}, convention {low.convention}, {low.pricing})"
+        lowest = f"the lowest {mj_text(low.mj_per_sample)} mJ ({low.cost_model}, convention {low.convention}, {low.pricing})"
         same = [v for v in variants if e is not None and v.cost_model == e.model_id]
         near = min(same, key=lambda v: v.mj_per_sample) if same else None
         if near is not None and near is not low and near.mj_per_sample < e.mj_per_sample:
-            lowest = (f"under {e.model_id} as low as {near.mj_per_sample:.6f} mJ (convention {near.convention}, "
+            lowest = (f"under {e.model_id} as low as {mj_text(near.mj_per_sample)} mJ (convention {near.convention}, "
                       f"{near.pricing}); {lowest}")
         notes.append(f"energy: {len(variants)} other estimates in {path.name} (other counting conventions, "
                      f"cost models, factorised matrices priced merged); {lowest}; list them: "
@@ -181,6 +181,12 @@ def run_command(
                      before_work=say_unofficial if "RANK" not in os.environ else None)
     if record is not None:  # rank 0 of a torchrun job, or a plain run
         typer.echo(summary_table(record, config.out_dir / RESULT_FILE))
+
+
+def mj_text(value: float) -> str:
+    """Energy per sample, six decimals as usual; significant digits below 1e-4 mJ (a linear
+    baseline's few hundred MACs), where six decimals would print 0.000000."""
+    return f"{value:.6f}" if value == 0 or value >= 1e-4 else f"{value:.3g}"
 
 
 def check_out_dir(out_dir: Path, resume: bool) -> None:
