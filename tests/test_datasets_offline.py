@@ -47,6 +47,39 @@ def test_mnist1d_matches_published_fingerprints_without_network(no_network):
     assert x_test.double().abs().sum().item() == pytest.approx(29977.8775, abs=0.05)
 
 
+def test_mnist1d_larger_draw_splits_by_count_and_balances_classes(no_network):
+    """``samples``/``test_samples`` draw more signals from the same generator; the split is
+    exact (the last ``test_samples`` are the test set) and every class has samples // 10."""
+    splits = PluginHost().dataset("mnist1d").load(None, samples=300, test_samples=120)
+    x, y = splits.train.tensors
+    x_test, y_test = splits.test.tensors
+    assert x.shape == (180, 1, 40) and x_test.shape == (120, 1, 40)
+    assert torch.bincount(torch.cat([y, y_test]), minlength=10).tolist() == [30] * 10
+    again = PluginHost().dataset("mnist1d").load(None, samples=300, test_samples=120)
+    assert torch.equal(again.test.tensors[0], x_test) and torch.equal(again.train.tensors[1], y)
+    assert "num_samples=300, the last 120 as test" in splits.info["source"]
+    # the defaults, named, are the published split
+    named = PluginHost().dataset("mnist1d").load(None, samples=5000, test_samples=1000)
+    assert hashlib.sha256(named.test.tensors[1].numpy().astype(np.int64).tobytes()).hexdigest()[:16] == "8de99be3ff9dab15"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"samples": 305}, r"^dataset 'mnist1d': samples must be a multiple of 10 \(one tenth per class\), got 305$"),
+        ({"samples": 0}, r"^dataset 'mnist1d': samples must be a whole number >= 1, got 0$"),
+        ({"test_samples": 2.5}, r"^dataset 'mnist1d': test_samples must be a whole number >= 1, got 2.5$"),
+        ({"samples": True}, r"^dataset 'mnist1d': samples must be a whole number >= 1, got True$"),
+        ({"samples": 1000, "test_samples": 1000}, r"^dataset 'mnist1d': test_samples must be below samples \(1000\)"),
+        ({"samples": 10**9}, r"^dataset 'mnist1d': samples must be at most 200000, got 1000000000$"),
+        ({"train_samples": 10}, r"^dataset 'mnist1d' has no option\(s\) train_samples; valid: samples, test_samples$"),
+    ],
+)
+def test_mnist1d_bad_sizes_are_one_line(options, message):
+    with pytest.raises(UsageError, match=message):
+        PluginHost().dataset("mnist1d").load(None, **options)
+
+
 def test_file_datasets_never_open_a_socket(no_network, tmp_path):
     """A missing folder is reported as such; nothing tries to fetch it."""
     host = PluginHost()
