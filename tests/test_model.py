@@ -152,3 +152,20 @@ def test_weight_decay_spares_biases_norms_and_neuron_constants():
     assert any(p is stem_theta for p in no_decay["params"])
     assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == sum(
         p.numel() for p in model.parameters())
+
+
+def test_the_paper_regime_boards_model_is_block_dominated_by_hand():
+    """mnist1d-paper's spikformer-2-64 on (1, 40) with one pool: the ST-block matrices the pruners
+    touch hold 79.8 % of the parameters (the board's first criterion, docs/measured/paper-regime-pilot.md).
+    1-D stem convs (k = 3, no bias): 1*8*3 + 8*16*3 + 16*32*3 + 32*64*3 + rpe 64*64*3 = 20,376;
+    stem BNs 2*(8+16+32+64+64) = 368. Per block: matrices 4*64*64 + 2*64*256 = 49,152, their
+    biases 4*64 + 256 + 64 = 576, BNs 2*(4*64 + 256 + 64) = 1,152. Head 64*10 + 10 = 650."""
+    from stxbench.run.protocol import load_protocol
+
+    protocol = load_protocol("mnist1d-paper")
+    assert (protocol.model.name, dict(protocol.model.options)) == ("spikformer-2-64", {"pools": 1})
+    model = build("2-64", (1, 40), pools=1)
+    matrices = sum(m.weight.numel() for m in model.st_matrices().values())
+    assert matrices == 2 * 49_152 == 98_304
+    assert n_params(model) == 20_376 + 368 + 2 * (49_152 + 576 + 1_152) + 650 == 123_154
+    assert matrices / n_params(model) >= 0.70

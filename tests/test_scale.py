@@ -134,6 +134,7 @@ def test_builtin_protocols_and_their_listing(cli):
     result = cli("list", "protocols")
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[3:] if line.strip()}
     assert rows["mnist1d"][1:6] == ["mnist1d", "spikformer-1-64", "4", "15+5", "yes"]
+    assert rows["mnist1d-paper"][1:6] == ["mnist1d", "spikformer-2-64", "4", "15+4", "yes"]
     assert rows["fashion-mnist"][1:6] == ["fashion-mnist", "spikformer-1-32", "4", "10+3", "yes"]
     assert rows["cifar100-spikformer-4-384"][1:7] == ["cifar100", "spikformer-4-384", "4", "300+30", "no", "(GPU)"]
     assert rows["cifar10dvs-spikformer-2-256"][1:5] == ["cifar10-dvs", "spikformer-2-256", "16", "106+20"]
