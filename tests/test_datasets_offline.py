@@ -112,3 +112,12 @@ def test_sequences_feed_the_1d_stem():
                        make_neuron=lambda site: torch.nn.Identity())
     assert model(torch.zeros(3, 1, 40)).shape == (3, 10)
     assert isinstance(model.stem.convs[0], torch.nn.Conv1d)
+
+
+def test_a_bad_mnist1d_size_stops_the_cli_with_one_line(cli, tmp_path):
+    result = cli("run", "--protocol", "mnist1d", "--set", "data.options.samples=305",
+                 "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--no-counts")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.code == 2, result.stderr
+    assert len(lines) == 1 and "samples must be a multiple of 10 (one tenth per class), got 305" in lines[0], lines
+    assert not (tmp_path / "out" / "result.json").exists()
