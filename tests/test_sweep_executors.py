@@ -48,6 +48,17 @@ def test_local_jobs_writes_the_records_of_a_serial_sweep(cli, tiny_protocol, tmp
                   "--jobs", "2")
     assert local.code == 0, local.stderr
     assert "4 runs and 2 dense model(s) to train, 2 at a time" in local.stderr
+    # a line when each task starts (a dense model trains for minutes on a real board), then its end
+    dense_said: dict[str, list[str]] = {}
+    for line in local.stderr.splitlines():
+        if line.startswith("dense "):
+            label, said = line.removeprefix("dense ").split(": ", 1)
+            dense_said.setdefault(label, []).append(said.split(" ")[0])
+    assert list(dense_said.values()) == [["training", "trained"]] * 2, dense_said
+    for label in ("lif-none-torch-s0", "plif-none-torch-s1"):
+        said = [line for line in local.stderr.splitlines() if f"] {label}: " in line]
+        assert len(said) == 2 and ": running (" in said[0] and ": accuracy " in said[1], said
+        assert f"log: {(tmp_path / 'local' / 'tiny' / label / 'sweep.log').resolve()})" in said[0]
     labels = ["lif-none-torch-s0", "lif-none-torch-s1", "plif-none-torch-s0", "plif-none-torch-s1"]
     for label in labels:
         ours, theirs = (tmp_path / v / "tiny" / label / "result.json" for v in ("local", "serial"))
@@ -295,6 +306,56 @@ def test_local_workers_take_the_gpus_in_turn(tmp_path):
         seen = [f.result(timeout=300) for f in [pool.submit(env_after_all_started, str(tmp_path), 3) for _ in range(3)]]
     assert sorted(seen) == ["3", "3", "5"]
 
+
+ORPHAN_SCRIPT = """
+import os, sys, time
+from pathlib import Path
+from stxbench.executors.local import worker_pool
+
+def sit(folder):
+    Path(folder, "worker").write_text(str(os.getpid()))
+    time.sleep(600)
+
+if __name__ == "__main__":
+    with worker_pool(1, []) as pool:
+        pool.submit(sit, sys.argv[1])
+        time.sleep(600)
+"""
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie nobody has reaped yet counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.e2e  # a fresh interpreter with a worker pool, killed outright
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_sweep_killed_outright_leaves_no_worker_behind(tmp_path):
+    import signal
+    import time
+
+    script = tmp_path / "sweep_like.py"
+    script.write_text(ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path)])
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "worker").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        worker = int((tmp_path / "worker").read_text())
+        assert not gone(worker)
+        parent.send_signal(signal.SIGKILL)  # no handler runs, no pool shutdown: only the kernel acts
+        parent.wait()
+        deadline = time.time() + 30
+        while not gone(worker) and time.time() < deadline:
+            time.sleep(0.1)
+        assert gone(worker), f"worker {worker} outlived its sweep"
+    finally:
+        parent.kill()
+        if (tmp_path / "worker").exists() and not gone(worker := int((tmp_path / "worker").read_text())):
+            os.kill(worker, signal.SIGKILL)
 
 # -- bad input: one line, exit 2, nothing written or submitted -------------------------------
 

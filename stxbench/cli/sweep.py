@@ -45,7 +45,7 @@ from stxbench.cli.sweep_cells import Cell, existing_record, sweep_cells, unoffic
 from stxbench.cli.sweep_status import print_submit_hint, status_command
 from stxbench.run.errors import RunFailed, RunInterrupted, UsageError
 from stxbench.executors import slurm
-from stxbench.executors.local import Outcome, run_local, run_serial, visible_gpus
+from stxbench.executors.local import LOG_FILE, Outcome, run_local, run_serial, visible_gpus
 from stxbench.executors.plan import Plan, make_plan
 from stxbench.executors.status import in_flight, record_sweep, sweep_lock
 from stxbench.executors.tasks import Task
@@ -307,21 +307,28 @@ def sweep_local(cells: list[Cell], plan: Plan, choice: ExecutorChoice) -> tuple[
     common.err_line(f"{len(plan.runs)} runs and {len(plan.dense)} dense model(s) to train, "
                     f"{choice.jobs} at a time" + (f" on GPUs {','.join(choice.gpus)}" if choice.gpus else ""))
 
+    def where(task: Task) -> str:
+        return f"[{index_of[task.label]}/{len(cells)}] {task.label}" if task.kind == "run" else f"dense {task.label}"
+
+    def on_start(task: Task) -> None:
+        doing = "running" if task.kind == "run" else "training"
+        common.err_line(f"{where(task)}: {doing} ({(time.perf_counter() - started) / 60:.1f} min so far; "
+                        f"log: {task.folder.resolve() / LOG_FILE})")
+
     def on_end(outcome: Outcome) -> None:
         task = outcome.task
-        where = f"[{index_of[task.label]}/{len(cells)}] {task.label}" if task.kind == "run" else f"dense {task.label}"
         minutes = (time.perf_counter() - started) / 60
         if not outcome.ok:
             counts["failed"] += task.kind == "run"
-            common.err_line(f"{where}: failed: {outcome.reason} (log: {outcome.log}) ({minutes:.1f} min so far)")
+            common.err_line(f"{where(task)}: failed: {outcome.reason} (log: {outcome.log}) ({minutes:.1f} min so far)")
         elif task.kind == "run":
             counts["ran"] += 1
             record = load_record(task.folder / RESULT_FILE)
-            common.err_line(f"{where}: accuracy {record.metrics.accuracy:.4f} ({minutes:.1f} min so far)")
+            common.err_line(f"{where(task)}: accuracy {record.metrics.accuracy:.4f} ({minutes:.1f} min so far)")
         else:
-            common.err_line(f"{where}: trained ({minutes:.1f} min so far)")
+            common.err_line(f"{where(task)}: trained ({minutes:.1f} min so far)")
 
-    run_local(plan, choice.jobs, list(choice.gpus), on_end=on_end)
+    run_local(plan, choice.jobs, list(choice.gpus), on_end=on_end, on_start=on_start)
     return counts["ran"], counts["failed"]
 
 

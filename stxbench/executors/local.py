@@ -11,6 +11,7 @@ failed are failed without starting. Each task's output goes to ``<task folder>/s
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -24,9 +25,13 @@ from pathlib import Path
 from stxbench.executors.plan import Plan
 from stxbench.executors.tasks import Task, failure_reason, read_state, run_task, write_state
 from stxbench.host.plugin_host import PluginHost
+from stxbench.run.signals import SignalInterrupt, signals_as_interrupts
 from stxbench.run.training import Reporter
 
 LOG_FILE = "sweep.log"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+#: how often the parent looks for tasks that have started (to announce them), in seconds
+POLL_SECONDS = 2.0
 
 
 @dataclass
@@ -57,9 +62,12 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
-def run_local(plan: Plan, jobs: int, gpus: list[str], *, on_end: Callable[[Outcome], None]) -> list[Outcome]:
+def run_local(plan: Plan, jobs: int, gpus: list[str], *, on_end: Callable[[Outcome], None],
+              on_start: Callable[[Task], None] = lambda task: None) -> list[Outcome]:
     """The tasks of ``plan`` in ``jobs`` worker processes, dense tasks first; worker ``k`` sees
-    GPU ``gpus[k % len(gpus)]`` alone (none when ``gpus`` is empty). Returns every outcome."""
+    GPU ``gpus[k % len(gpus)]`` alone (none when ``gpus`` is empty). ``on_start`` hears of a task
+    once a worker has begun it (within `POLL_SECONDS`, at the latest just before it ends),
+    ``on_end`` when it ends. Returns every outcome."""
     for task in plan.tasks:
         write_state(task.folder, "queued", task.kind, "local", reason=None, job_id=None, log=None)
     waiting: dict[str, list[Task]] = {t.label: [] for t in plan.dense}
@@ -84,11 +92,16 @@ def run_local(plan: Plan, jobs: int, gpus: list[str], *, on_end: Callable[[Outco
     while ready:  # one pool; a new one only if a worker died and broke it
         with worker_pool(jobs, gpus) as pool:
             running: dict[Future, Task] = {}
+            announced: set[str] = set()
             while ready or running:
                 while ready:
                     task = ready.pop(0)
                     running[pool.submit(work, task)] = task
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                done, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                for future, task in running.items():  # a long dense model is not silent until it ends
+                    if task.label not in announced and (ended_well(future, done) or started(task)):
+                        announced.add(task.label)
+                        on_start(task)
                 broken = False
                 for future in done:
                     task = running.pop(future)
@@ -102,6 +115,11 @@ def run_local(plan: Plan, jobs: int, gpus: list[str], *, on_end: Callable[[Outco
                         finish(died(task)) if started(task) else ready.append(task)
                     break
     return outcomes
+
+
+def ended_well(future: Future, done: set[Future]) -> bool:
+    """Whether the worker ran ``future``'s task to its end (a broken pool ends it unrun)."""
+    return future in done and future.exception() is None
 
 
 def started(task: Task) -> bool:
@@ -121,7 +139,7 @@ def worker_pool(jobs: int, gpus: list[str]) -> Iterator[ProcessPoolExecutor]:
     devices = context.SimpleQueue()
     for k in range(jobs):
         devices.put(gpus[k % len(gpus)] if gpus else None)
-    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=take_gpu, initargs=(devices,))
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=start_worker, initargs=(devices, os.getpid()))
     try:
         yield pool
     except BaseException:
@@ -130,10 +148,31 @@ def worker_pool(jobs: int, gpus: list[str]) -> Iterator[ProcessPoolExecutor]:
     pool.shutdown(wait=True)
 
 
-def take_gpu(devices) -> None:
-    """Worker start: this worker's GPU, before anything asks CUDA what it sees. Ctrl-C reaches
-    a worker only while it runs a task (`work`), which then stops with its checkpoint kept."""
+_parent_pid: int | None = None
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """SIGTERM to this process when the process that started it ends (Linux; elsewhere a no-op),
+    and exit at once if it has ended already."""
+    global _parent_pid
+    _parent_pid = parent_pid
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent_pid:  # it died before the request above: nobody will send it
+        os._exit(143)
+
+
+def parent_gone() -> bool:
+    return _parent_pid is not None and os.getppid() != _parent_pid
+
+
+def start_worker(devices, parent_pid: int) -> None:
+    """Worker start: tied to the sweep's life, then this worker's GPU, before anything asks CUDA
+    what it sees. Ctrl-C reaches a worker only while it runs a task (`work`), which then stops
+    with its checkpoint kept."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent_pid)
     gpu = devices.get()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
@@ -142,14 +181,16 @@ def take_gpu(devices) -> None:
 def work(task: Task) -> Outcome:
     """A worker's task, its output (Python's and the libraries') appended to its log."""
     log = task.folder.resolve() / LOG_FILE
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with output_to(log):
+        with signals_as_interrupts(), output_to(log):
             run_task(task, "local", log=str(log))
     except BaseException as exc:  # the state file says why; the parent is told too
+        if isinstance(exc, SignalInterrupt) and parent_gone():
+            os._exit(exc.exit_code)  # nobody is left to tell: stop, the checkpoint is kept
         return Outcome(task, False, failure_reason(exc), str(log))
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return Outcome(task, True, log=str(log))
 
 
