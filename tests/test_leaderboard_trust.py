@@ -316,7 +316,9 @@ def test_rerun_changed_reruns_all_20_added_entries_and_names_the_tampered_one(tm
     lines = result.stdout.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(f"leaderboards/many/entries/{tampered}: metrics.accuracy_dense: the re-run gives 0.")
-    # with the audit: one entry that did not change is re-run too (here the only one)
+    # with the audit: one entry that did not change is re-run too. The commit chooses it, and
+    # could choose the tampered one (1 in 21): the audit runs on the board as it was before.
+    git(repo, "revert", "--no-edit", "HEAD")
     audit = lb(cli, "check", root, protocols, "--rerun-changed", "HEAD", "--rerun-one")
     assert audit.code == 0, audit.stdout + audit.stderr
     assert "audit: also re-running many__lif__none__torch__s" in audit.stderr
