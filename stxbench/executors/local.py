@@ -25,7 +25,7 @@ from pathlib import Path
 from stxbench.executors.plan import Plan
 from stxbench.executors.tasks import Task, failure_reason, read_state, run_task, write_state
 from stxbench.host.plugin_host import PluginHost
-from stxbench.run.signals import SignalInterrupt, signals_as_interrupts
+from stxbench.run.signals import SignalInterrupt, Terminated, signals_as_interrupts
 from stxbench.run.training import Reporter
 
 LOG_FILE = "sweep.log"
@@ -99,7 +99,9 @@ def run_local(plan: Plan, jobs: int, gpus: list[str], *, on_end: Callable[[Outco
                     running[pool.submit(work, task)] = task
                 done, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
                 for future, task in running.items():  # a long dense model is not silent until it ends
-                    if task.label not in announced and (ended_well(future, done) or started(task)):
+                    # only futures the pool has handed out (at most jobs + 1) can have started
+                    if task.label not in announced and (ended_well(future, done)
+                                                        or future.running() and started(task)):
                         announced.add(task.label)
                         on_start(task)
                 broken = False
@@ -159,8 +161,8 @@ def die_with_parent(parent_pid: int) -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() != parent_pid:  # it died before the request above: nobody will send it
-        os._exit(143)
+    if parent_gone():  # it died before the request above: nobody will send it
+        os._exit(Terminated.exit_code)
 
 
 def parent_gone() -> bool:
